@@ -1,0 +1,247 @@
+"""The systems ``thermax run`` knows, their options, and how a run is built from them.
+
+Each entry of :data:`SYSTEMS` lists its options (name, type, default, help, check) and a
+builder that turns validated options into a :class:`thermax.train.Run`. The command line
+and Python share it::
+
+    from thermax.catalog import build_run
+    from thermax.train import execute
+    run = build_run("ising", {"L": 8, "beta": 0.4, "steps": 200})
+    results = execute(run, "runs/ising-8")
+
+Every check runs before any work, so bad input gets one clear error naming the option,
+what came and what is allowed.
+"""
+
+import dataclasses
+import math
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import optax
+
+from .distributions import AbstractDistribution, AutoregressiveSpins, Z2Symmetrized
+from .nn import MADE, PixelCNN
+from .objectives import ScoreFunctionFreeEnergy
+from .systems import AbstractSystem, Ising2D, SherringtonKirkpatrick
+from .train import Run, Trainer, make_mesh, model_key
+
+
+class OptionError(ValueError):
+    """A bad option value: the message names the option, the value and what is allowed."""
+
+
+@dataclasses.dataclass(frozen=True)
+class Option:
+    """One command-line option: ``--name`` (underscores become dashes on the command line)."""
+
+    name: str
+    type: type
+    default: Any
+    help: str
+    choices: tuple | None = None
+    check: Callable[[Any], str | None] | None = None  # returns an error text or None
+    nargs: str | None = None
+
+    @property
+    def flag(self) -> str:
+        return "--" + self.name.replace("_", "-")
+
+
+def _positive(x) -> str | None:
+    return None if x > 0 else "must be > 0"
+
+
+def _non_negative(x) -> str | None:
+    return None if x >= 0 else "must be >= 0"
+
+
+def _at_least(k):
+    return lambda x: None if x >= k else f"must be >= {k}"
+
+
+def _unit_interval(x) -> str | None:
+    return None if 0 <= x < 1 else "must be in [0, 1)"
+
+
+COMMON = (
+    Option("steps", int, 1000, "training steps", check=_non_negative),
+    Option("batch", int, 1000, "samples per training step", check=_positive),
+    Option("eval_batch", int, 10000, "fresh samples for the final evaluation", check=_positive),
+    Option("lr", float, 1e-3, "Adam learning rate", check=_positive),
+    Option("clip_grad", float, 1.0, "clip the gradient's global norm (0: off)",
+           check=_non_negative),
+    Option("seed", int, 0, "random seed (model, training and evaluation)"),
+    Option("dtype", str, "float32", "floating-point precision", choices=("float32", "float64")),
+    Option("log_every", int, 10, "write a history row every this many steps", check=_positive),
+    Option("checkpoint_every", int, 100, "checkpoint every this many steps (0: only at end)",
+           check=_non_negative),
+)
+
+CLASSICAL = (
+    Option("beta", float, 0.44, "target inverse temperature", check=_positive),
+    Option("beta_anneal", float, 0.998,
+           "annealing rate A in beta_t = beta (1 - A^(t+1)); 0 turns annealing off",
+           check=_unit_interval),
+)
+
+SPIN_MODEL = (
+    Option("net", str, "pixelcnn", "autoregressive network", choices=("made", "pixelcnn")),
+    Option("depth", int, 3, "masked layers", check=_at_least(1)),
+    Option("width", int, 16, "hidden channels per site", check=_at_least(1)),
+    Option("half_kernel", int, 3, "PixelCNN half kernel size k (kernel 2k+1)",
+           check=_at_least(1)),
+    Option("residual", int, 0, "residual blocks (1) or plain (0)", choices=(0, 1)),
+    Option("z2", int, 1, "Z2 symmetrisation (p(s)+p(-s))/2 (1) or none (0)", choices=(0, 1)),
+)
+
+
+@dataclasses.dataclass(frozen=True)
+class SystemEntry:
+    name: str
+    summary: str
+    options: tuple[Option, ...]
+    build_system: Callable[[dict], AbstractSystem]
+    defaults: dict[str, Any] = dataclasses.field(default_factory=dict)
+
+    def all_options(self) -> tuple[Option, ...]:
+        opts = self.options + CLASSICAL + SPIN_MODEL + COMMON
+        return tuple(dataclasses.replace(o, default=self.defaults.get(o.name, o.default))
+                     for o in opts)
+
+
+def _ising(cfg: dict) -> AbstractSystem:
+    return Ising2D(cfg["L"], coupling=cfg["J"], field=cfg["h"])
+
+
+def _sk(cfg: dict) -> AbstractSystem:
+    if cfg["couplings"] is not None:
+        system = SherringtonKirkpatrick.from_file(cfg["couplings"])
+        if cfg["n"] is not None and cfg["n"] != system.n:
+            raise OptionError(f"--n {cfg['n']} does not match the couplings file's "
+                              f"n = {system.n}")
+        return system
+    return SherringtonKirkpatrick.from_seed(cfg["n"] or 20, cfg["coupling_seed"])
+
+
+def _finite(x) -> str | None:
+    return None if math.isfinite(x) else "must be finite"
+
+
+SYSTEMS: dict[str, SystemEntry] = {
+    "ising": SystemEntry(
+        "ising", "2D Ising model on an L x L periodic square lattice (exact: Kaufman)",
+        (Option("L", int, 16, "linear lattice size", check=_at_least(2)),
+         Option("J", float, 1.0, "coupling (J > 0 ferromagnetic, J < 0 antiferromagnetic)",
+                check=_finite),
+         Option("h", float, 0.0, "magnetic field", check=_finite)),
+        _ising,
+        defaults={"steps": 1000, "batch": 256, "net": "pixelcnn", "depth": 3, "width": 16,
+                  "half_kernel": 3},
+    ),
+    "sk": SystemEntry(
+        "sk", "Sherrington-Kirkpatrick spin glass (exact by enumeration for n <= 24)",
+        (Option("n", int, None, "number of spins (default 20; from the file if given)",
+                check=_at_least(2)),
+         Option("couplings", str, None, ".npy file with a symmetric n x n matrix, zero diagonal"),
+         Option("coupling_seed", int, 0, "seed of the random couplings J_ij ~ N(0, 1/n)")),
+        _sk,
+        defaults={"beta": 1.0, "net": "made", "depth": 2, "width": 8, "steps": 1000,
+                  "batch": 1000},
+    ),
+}
+
+
+def defaults(system: str) -> dict[str, Any]:
+    """Every option of ``system`` with its default value."""
+    return {o.name: o.default for o in entry(system).all_options()}
+
+
+def entry(system: str) -> SystemEntry:
+    if system not in SYSTEMS:
+        raise OptionError(f"unknown system {system!r}; known systems: {', '.join(SYSTEMS)}")
+    return SYSTEMS[system]
+
+
+def validate(system: str, options: dict[str, Any]) -> dict[str, Any]:
+    """All options of ``system`` (defaults filled in), checked; raise :class:`OptionError`."""
+    ent = entry(system)
+    known = {o.name: o for o in ent.all_options()}
+    unknown = sorted(set(options) - set(known))
+    if unknown:
+        flags = ", ".join("--" + u.replace("_", "-") for u in unknown)
+        raise OptionError(f"unknown option(s) {flags} for system {system!r}; "
+                          f"see 'thermax list'")
+    cfg = {name: o.default for name, o in known.items()}
+    cfg.update({k: v for k, v in options.items() if v is not None})
+    for name, o in known.items():
+        value = cfg[name]
+        if value is None:
+            continue
+        if o.choices is not None and value not in o.choices:
+            raise OptionError(f"{o.flag} {value!r} is not allowed; choose from "
+                              f"{', '.join(map(str, o.choices))}")
+        if o.check is not None:
+            problem = o.check(value)
+            if problem:
+                raise OptionError(f"{o.flag} {value!r} {problem}")
+    return cfg
+
+
+def build_model(system: AbstractSystem, cfg: dict, *, key) -> AbstractDistribution:
+    """The spin model the options describe, in the requested dtype."""
+    dtype = jnp.dtype(cfg["dtype"])
+    if cfg["net"] == "pixelcnn":
+        shape = system.shape
+        if len(shape) != 2 or shape[0] != shape[1]:
+            raise OptionError(f"--net pixelcnn needs a square 2D lattice; system "
+                              f"{type(system).__name__} has configuration shape {shape}; "
+                              "use --net made")
+        net = PixelCNN(shape[0], depth=cfg["depth"], width=cfg["width"],
+                       half_kernel=cfg["half_kernel"], residual=bool(cfg["residual"]),
+                       key=key, dtype=dtype)
+    else:
+        net = MADE(system.shape, depth=cfg["depth"], width=cfg["width"],
+                   residual=bool(cfg["residual"]), key=key, dtype=dtype)
+    model: AbstractDistribution = AutoregressiveSpins(net)
+    if cfg["z2"]:
+        model = Z2Symmetrized(model)
+    return model
+
+
+def _optimizer(cfg: dict) -> optax.GradientTransformation:
+    adam = optax.adam(cfg["lr"])
+    if cfg["clip_grad"] > 0:
+        return optax.chain(optax.clip_by_global_norm(cfg["clip_grad"]), adam)
+    return adam
+
+
+def build_run(system: str, options: dict[str, Any], *, devices=None) -> Run:
+    """Validate ``options`` and build everything a run needs; no training happens here.
+
+    Raises :class:`OptionError` (a ``ValueError``) on any bad input.
+    """
+    cfg = validate(system, options)
+    if cfg["dtype"] == "float64" and not jax.config.jax_enable_x64:
+        jax.config.update("jax_enable_x64", True)
+    ent = entry(system)
+    try:
+        sys_ = ent.build_system(cfg)
+    except OptionError:
+        raise
+    except ValueError as err:
+        raise OptionError(str(err)) from None
+    if cfg["couplings"] if "couplings" in cfg else False:
+        cfg["couplings"] = str(Path(cfg["couplings"]).resolve())
+    mesh = make_mesh(devices)
+    if cfg["batch"] % mesh.size:
+        raise OptionError(f"--batch {cfg['batch']} must be divisible by the number of "
+                          f"devices ({mesh.size})")
+    model = build_model(sys_, cfg, key=model_key(cfg["seed"]))
+    trainer = Trainer(ScoreFunctionFreeEnergy(), _optimizer(cfg), sys_, beta=cfg["beta"],
+                      beta_anneal=cfg["beta_anneal"], batch=cfg["batch"], mesh=mesh)
+    exact = sys_.exact_free_energy(cfg["beta"])
+    return Run(system, cfg, sys_, model, trainer, exact)

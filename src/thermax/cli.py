@@ -1,0 +1,123 @@
+"""The ``thermax`` command line: ``thermax run SYSTEM``, ``thermax list``.
+
+See ``shared/docs/RUNS.md`` (the run contract) and ``docs/cli.md``.
+"""
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+USAGE = """usage: thermax run SYSTEM [--option VALUE ...] [--out DIR]
+       thermax run SYSTEM --resume DIR [--steps N]
+       thermax list"""
+
+
+class _Fail(Exception):
+    pass
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse that reports a bad argument as one line and exit status 2."""
+
+    def error(self, message):  # noqa: D401 - argparse hook
+        raise _Fail(message)
+
+
+def _system_parser(name: str):
+    from .catalog import entry
+
+    parser = _Parser(prog=f"thermax run {name}", add_help=True, allow_abbrev=False)
+    parser.add_argument("--out", type=str, default=None, help="output directory")
+    parser.add_argument("--resume", type=str, default=None, help="continue the run in DIR")
+    for o in entry(name).all_options():
+        kwargs = {"type": o.type, "default": None, "help": f"{o.help} (default: {o.default})"}
+        if o.choices is not None:
+            kwargs["choices"] = o.choices
+        parser.add_argument(o.flag, dest=o.name, **kwargs)
+    return parser
+
+
+def _list() -> int:
+    from .catalog import SYSTEMS
+
+    for name, ent in SYSTEMS.items():
+        print(f"{name}: {ent.summary}")
+        for o in ent.all_options():
+            choices = f" {{{','.join(map(str, o.choices))}}}" if o.choices else ""
+            print(f"    {o.flag}{choices}  {o.help} (default: {o.default})")
+        print()
+    return 0
+
+
+def _run(argv: list[str]) -> int:
+    from .catalog import OptionError, SYSTEMS, build_run
+
+    if not argv or argv[0].startswith("-"):
+        raise _Fail(f"missing SYSTEM; known systems: {', '.join(SYSTEMS)}")
+    name, rest = argv[0], argv[1:]
+    if name not in SYSTEMS:
+        raise _Fail(f"unknown system {name!r}; known systems: {', '.join(SYSTEMS)}")
+    args = vars(_system_parser(name).parse_args(rest))
+    out, resume = args.pop("out"), args.pop("resume")
+    given = {k: v for k, v in args.items() if v is not None}
+
+    if resume is not None:
+        out_dir = Path(resume)
+        config_file = out_dir / "config.json"
+        if not config_file.is_file():
+            raise _Fail(f"--resume {resume}: no run there (config.json missing)")
+        saved = json.loads(config_file.read_text())
+        if saved["system"] != name:
+            raise _Fail(f"--resume {resume}: that run is of system {saved['system']!r}, "
+                        f"not {name!r}")
+        extra = sorted(set(given) - {"steps"})
+        if extra:
+            raise _Fail("--resume continues a run with its saved options; only --steps may "
+                        f"change (got {', '.join('--' + e.replace('_', '-') for e in extra)})")
+        options = {**saved["config"], **given}
+    else:
+        out_dir = Path(out) if out else Path("runs") / f"{name}-{time.strftime('%Y%m%d-%H%M%S')}"
+        if (out_dir / "checkpoint").exists() or (out_dir / "results.json").exists():
+            raise _Fail(f"--out {out_dir} already holds a run; continue it with --resume "
+                        f"{out_dir} or choose another --out")
+        options = given
+    try:
+        run = build_run(name, options)
+    except OptionError as err:
+        raise _Fail(str(err)) from None
+
+    from .train import execute, format_summary
+
+    print(f"thermax run {name} -> {out_dir}  ({run.trainer.mesh.size} device(s), "
+          f"{run.config['dtype']})", file=sys.stderr)
+    try:
+        results = execute(run, out_dir, resume=resume is not None)
+    except KeyboardInterrupt:
+        print(f"\ninterrupted: checkpoint saved; continue with "
+              f"'thermax run {name} --resume {out_dir}'", file=sys.stderr)
+        return 130
+    print(format_summary(results))
+    print(f"results in {out_dir}/results.json")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    try:
+        if not argv or argv[0] in ("-h", "--help"):
+            print(USAGE)
+            return 0 if argv else 2
+        if argv[0] == "list":
+            return _list()
+        if argv[0] == "run":
+            return _run(argv[1:])
+        raise _Fail(f"unknown command {argv[0]!r}; commands: run, list")
+    except _Fail as err:
+        print(f"thermax: error: {err}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,75 @@
+"""The abstract normalized distribution every sampler of thermax implements."""
+
+import abc
+
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+from jaxtyping import Array, Float, PRNGKeyArray
+
+
+def check_shape(x: Array, shape: tuple[int, ...], what: str) -> None:
+    """Raise a clear ``ValueError`` when ``x`` does not have ``shape`` (trace time)."""
+    if tuple(x.shape) != tuple(shape):
+        raise ValueError(
+            f"{what} expected a configuration of shape {tuple(shape)}, got shape "
+            f"{tuple(x.shape)}; batch with jax.vmap rather than passing a batch."
+        )
+
+
+class AbstractDistribution(eqx.Module):
+    """A normalized probability distribution with exact log-probability and direct sampling.
+
+    It acts on **one** configuration of shape ``shape``; batch with ``jax.vmap``.
+    The variational free energy ``F = E_p[H + T ln p]`` needs both methods: samples to
+    estimate the expectation and the exact, normalized ``ln p`` of each sample.
+
+    Subclasses set the field ``shape`` and implement the private hooks
+    ``_log_prob(x)`` and ``_sample_and_log_prob(key)``; the public methods check
+    arguments once, here.
+
+    ``kind`` names what a configuration is: ``"spins"`` (entries +-1), ``"field"``
+    (real values on a lattice) or ``"particles"`` (an ``(n, dim)`` array of positions).
+    """
+
+    shape: eqx.AbstractVar[tuple[int, ...]]
+    kind: eqx.AbstractClassVar[str]
+
+    def log_prob(self, x: Float[Array, "*shape"]) -> Float[Array, ""]:
+        """Exact normalized ``ln p(x)`` of one configuration."""
+        check_shape(x, self.shape, f"{type(self).__name__}.log_prob")
+        return self._log_prob(x)
+
+    def sample_and_log_prob(
+        self, *, key: PRNGKeyArray
+    ) -> tuple[Float[Array, "*shape"], Float[Array, ""]]:
+        """One configuration ``x ~ p`` and its exact ``ln p(x)``."""
+        return self._sample_and_log_prob(key)
+
+    def sample(self, *, key: PRNGKeyArray) -> Float[Array, "*shape"]:
+        """One configuration ``x ~ p``."""
+        return self.sample_and_log_prob(key=key)[0]
+
+    @abc.abstractmethod
+    def _log_prob(self, x: Array) -> Array:
+        raise NotImplementedError
+
+    @abc.abstractmethod
+    def _sample_and_log_prob(self, key: PRNGKeyArray) -> tuple[Array, Array]:
+        raise NotImplementedError
+
+
+def sample_batch(
+    dist: AbstractDistribution, *, key: PRNGKeyArray, batch: int
+) -> tuple[Array, Float[Array, " batch"]]:
+    """Draw ``batch`` independent configurations and their ``ln p`` (vmapped)."""
+    keys = jax.random.split(key, batch)
+    return jax.vmap(lambda k: dist.sample_and_log_prob(key=k))(keys)
+
+
+def float_dtype(tree) -> jnp.dtype:
+    """The floating dtype of the first floating array leaf of ``tree`` (default float32)."""
+    for leaf in jax.tree.leaves(tree):
+        if eqx.is_inexact_array(leaf):
+            return leaf.dtype
+    return jnp.result_type(float)

@@ -1,0 +1,10 @@
+"""Training: the jitted step, sharding, checkpoints, the run driver and its records."""
+
+from ._checkpoint import load_checkpoint, read_checkpoint_meta, save_checkpoint
+from ._engine import Trainer, TrainState, annealed_beta, make_mesh
+from ._evaluate import evaluate, sample_energies
+from ._run import Interrupted, Run, execute, format_summary, model_key
+
+__all__ = ["Interrupted", "Run", "TrainState", "Trainer", "annealed_beta", "evaluate",
+           "execute", "format_summary", "load_checkpoint", "make_mesh", "model_key",
+           "read_checkpoint_meta", "sample_energies", "save_checkpoint"]

@@ -1,0 +1,47 @@
+"""Final evaluation of a trained model: F, E, S with error bars, importance-weighted ln Z."""
+
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+from jax.sharding import Mesh, NamedSharding, PartitionSpec
+from jaxtyping import Array, Float, PRNGKeyArray
+
+from ..distributions import AbstractDistribution
+from ..objectives import FreeEnergyStats, ImportanceStats
+from ..systems import AbstractSystem
+from ._engine import BATCH_AXIS
+
+
+@eqx.filter_jit
+def _energies_and_log_probs(model: AbstractDistribution, system: AbstractSystem,
+                            keys: PRNGKeyArray, mesh: Mesh) -> tuple[Array, Array]:
+    keys = jax.lax.with_sharding_constraint(keys, NamedSharding(mesh, PartitionSpec(BATCH_AXIS)))
+    xs, lps = jax.vmap(lambda k: model.sample_and_log_prob(key=k))(keys)
+    return jax.vmap(system.energy)(xs), lps
+
+
+def sample_energies(model: AbstractDistribution, system: AbstractSystem, *, key: PRNGKeyArray,
+                    n_samples: int, chunk: int, mesh: Mesh) -> tuple[Array, Array]:
+    """Energies and ``ln p`` of ``n_samples`` fresh samples, drawn ``chunk`` at a time."""
+    if chunk % mesh.size:
+        raise ValueError(f"chunk {chunk} must be divisible by the device count {mesh.size}")
+    keys = jax.random.split(key, -(-n_samples // chunk) * chunk).reshape(-1, chunk)
+    out = [_energies_and_log_probs(model, system, k, mesh) for k in keys]
+    energy = jnp.concatenate([e for e, _ in out])[:n_samples]
+    log_prob = jnp.concatenate([lp for _, lp in out])[:n_samples]
+    return energy, log_prob
+
+
+def evaluate(model: AbstractDistribution, system: AbstractSystem, beta: float, *,
+             key: PRNGKeyArray, n_samples: int, chunk: int, mesh: Mesh
+             ) -> dict[str, float]:
+    """F, E, S (with standard errors), importance-weighted ``ln Z`` and the ESS fraction."""
+    energy, log_prob = sample_energies(model, system, key=key, n_samples=n_samples,
+                                       chunk=chunk, mesh=mesh)
+    beta_arr: Float[Array, ""] = jnp.asarray(beta, energy.dtype)
+    stats = FreeEnergyStats.from_samples(energy, log_prob, beta_arr).as_dict()
+    imp = ImportanceStats.from_samples(energy, log_prob, beta_arr).as_dict()
+    stats.pop("beta")
+    return {**stats, "log_z_importance": imp["log_z"],
+            "log_z_importance_stderr": imp["log_z_stderr"],
+            "ess_fraction": imp["ess_fraction"]}

@@ -1,0 +1,165 @@
+"""The run driver behind ``thermax run``: train, checkpoint, resume, evaluate, record.
+
+A :class:`Run` bundles what a run needs (system, model, trainer, options). :func:`execute`
+trains it into a directory following the run contract (``shared/docs/RUNS.md``):
+``config.json``, ``history.csv``, ``checkpoint/``, ``results.json`` and plots.
+"""
+
+import dataclasses
+import json
+import math
+import time
+from pathlib import Path
+from typing import Any
+
+import jax
+import numpy as np
+from tqdm.auto import tqdm
+
+from ..distributions import AbstractDistribution
+from ..systems import AbstractSystem
+from ._checkpoint import load_checkpoint, read_checkpoint_meta, save_checkpoint
+from ._engine import Trainer, TrainState
+from ._evaluate import evaluate
+from ._records import History, plot_history, plot_spin_samples, summary_table, write_json
+
+
+@dataclasses.dataclass(frozen=True)
+class Run:
+    """A configured run. ``config`` holds every option (defaults included) as plain values."""
+
+    system_name: str
+    config: dict[str, Any]
+    system: AbstractSystem
+    model: AbstractDistribution
+    trainer: Trainer
+    exact_free_energy: float | None
+    extra_results: dict[str, Any] = dataclasses.field(default_factory=dict)
+
+
+class Interrupted(Exception):
+    """Raised by :func:`execute` when it stops early on request (tests, Ctrl-C)."""
+
+
+def _seed_keys(seed: int):
+    root = jax.random.key(seed)
+    k_model, k_train, k_eval = jax.random.split(root, 3)
+    return k_model, k_train, k_eval
+
+
+def model_key(seed: int):
+    """The key a run initialises its model with."""
+    return _seed_keys(seed)[0]
+
+
+def execute(run: Run, out_dir: str | Path, *, resume: bool = False,
+            stop_after_step: int | None = None, progress: bool = True) -> dict[str, Any]:
+    """Train ``run`` in ``out_dir`` and return the final results (also in results.json).
+
+    With ``resume=True`` training continues from the newest checkpoint in
+    ``out_dir/checkpoint`` and the result is the same as an uninterrupted run.
+    ``stop_after_step`` stops (raising :class:`Interrupted`) once that step is done and
+    checkpointed, as a crash right after a checkpoint would.
+    """
+    cfg = run.config
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    ckpt_dir = out / "checkpoint"
+    (out / "config.json").write_text(
+        json.dumps({"system": run.system_name, "config": cfg}, indent=2) + "\n")
+
+    _, k_train, k_eval = _seed_keys(cfg["seed"])
+    trainer = run.trainer
+    state = trainer.init(run.model, key=k_train)
+    wall_before = 0.0
+    resume_step = None
+    if resume and read_checkpoint_meta(ckpt_dir) is not None:
+        state, meta = load_checkpoint(ckpt_dir, state)
+        state = trainer.replicate(state)
+        wall_before = float(meta.get("wall_time_s", 0.0))
+        resume_step = int(state.step)
+    history = History(out / "history.csv", resume_step=resume_step)
+
+    steps = int(cfg["steps"])
+    log_every = max(1, int(cfg.get("log_every", 10)))
+    ckpt_every = int(cfg.get("checkpoint_every", 0))
+    start = int(state.step)
+    t0 = time.perf_counter()
+
+    def wall() -> float:
+        return wall_before + time.perf_counter() - t0
+
+    def checkpoint(s: TrainState) -> None:
+        save_checkpoint(ckpt_dir, s, {"wall_time_s": wall(), "system": run.system_name})
+
+    bar = tqdm(total=steps, initial=start, disable=not progress, unit="step",
+               dynamic_ncols=True, desc=run.system_name)
+    n = run.system.n
+    try:
+        for step in range(start, steps):
+            state, stats = trainer.step(state)
+            done = step + 1
+            if done % log_every == 0 or done == steps:
+                row = {"step": done, **stats.as_dict(), "wall_time_s": wall()}
+                history.append(row)
+                bar.set_postfix_str(
+                    f"F/n={row['free_energy'] / n:.5f}±{row['free_energy_stderr'] / n:.5f}"
+                    f" beta={row['beta']:.4f}")
+            bar.update(1)
+            if ckpt_every and done % ckpt_every == 0:
+                checkpoint(state)
+            if stop_after_step is not None and done >= stop_after_step:
+                raise Interrupted(f"stopped after step {done} on request")
+    except KeyboardInterrupt:
+        bar.close()
+        checkpoint(state)
+        raise
+    finally:
+        bar.close()
+    checkpoint(state)
+
+    beta = float(trainer.beta)
+    figures = evaluate(state.model, run.system, beta, key=k_eval,
+                       n_samples=int(cfg["eval_batch"]), chunk=trainer.batch, mesh=trainer.mesh)
+    exact = run.exact_free_energy
+    results = {
+        "system": run.system_name,
+        "config": cfg,
+        "n": n,
+        "beta": beta,
+        **figures,
+        "exact_free_energy": exact,
+        "relative_error": None if exact is None
+        else (figures["free_energy"] - exact) / abs(exact),
+        "steps": int(state.step),
+        "wall_time_s": wall(),
+        "devices": trainer.mesh.size,
+        "version": _version(),
+        **run.extra_results,
+    }
+    write_json(out / "results.json", results)
+    _plots(out, run, state, history, exact)
+    return results
+
+
+def _plots(out: Path, run: Run, state: TrainState, history: History, exact) -> None:
+    plot_history(out / "free_energy.png", history.read(), exact, run.system.n)
+    if run.model.kind == "spins":
+        keys = jax.random.split(jax.random.key(0), 8)
+        samples = jax.vmap(lambda k: state.model.sample(key=k))(keys)
+        plot_spin_samples(out / "samples.png", np.asarray(samples),
+                          f"{run.system_name}: samples at beta={float(run.trainer.beta):g}")
+
+
+def _version() -> str:
+    from .. import __version__
+
+    return __version__
+
+
+def format_summary(results: dict) -> str:
+    return summary_table(results)
+
+
+def is_finite(x: float | None) -> bool:
+    return x is not None and math.isfinite(x)
