@@ -72,7 +72,10 @@ COMMON = (
     Option("batch", int, 1000, "samples per training step", check=_positive),
     Option("eval_batch", int, 10000, "fresh samples for the final evaluation", check=_positive),
     Option("lr", float, 1e-3, "Adam learning rate", check=_positive),
-    Option("clip_grad", float, 1.0, "clip the gradient's global norm (0: off)",
+    Option("lr_schedule", str, "constant",
+           "learning-rate schedule: constant, or cosine decay to lr/10 over --steps",
+           choices=("constant", "cosine")),
+    Option("clip_grad", float, 0.0, "clip the gradient's global norm (0: off)",
            check=_non_negative),
     Option("seed", int, 0, "random seed (model, training and evaluation)"),
     Option("dtype", str, "float32", "floating-point precision", choices=("float32", "float64")),
@@ -140,7 +143,7 @@ SYSTEMS: dict[str, SystemEntry] = {
          Option("h", float, 0.0, "magnetic field", check=_finite)),
         _ising,
         defaults={"steps": 1000, "batch": 256, "net": "pixelcnn", "depth": 3, "width": 16,
-                  "half_kernel": 3},
+                  "half_kernel": 3, "lr": 3e-3, "lr_schedule": "cosine", "beta_anneal": 0.99},
     ),
     "sk": SystemEntry(
         "sk", "Sherrington-Kirkpatrick spin glass (exact by enumeration for n <= 24)",
@@ -150,7 +153,7 @@ SYSTEMS: dict[str, SystemEntry] = {
          Option("coupling_seed", int, 0, "seed of the random couplings J_ij ~ N(0, 1/n)")),
         _sk,
         defaults={"beta": 1.0, "net": "made", "depth": 2, "width": 8, "steps": 1000,
-                  "batch": 1000},
+                  "batch": 1000, "lr": 3e-3, "lr_schedule": "cosine", "beta_anneal": 0.99},
     ),
 }
 
@@ -181,6 +184,8 @@ def validate(system: str, options: dict[str, Any]) -> dict[str, Any]:
         value = cfg[name]
         if value is None:
             continue
+        if o.type is float and not math.isfinite(value):
+            raise OptionError(f"{o.flag} {value!r} must be a finite number")
         if o.choices is not None and value not in o.choices:
             raise OptionError(f"{o.flag} {value!r} is not allowed; choose from "
                               f"{', '.join(map(str, o.choices))}")
@@ -213,7 +218,10 @@ def build_model(system: AbstractSystem, cfg: dict, *, key) -> AbstractDistributi
 
 
 def _optimizer(cfg: dict) -> optax.GradientTransformation:
-    adam = optax.adam(cfg["lr"])
+    lr = cfg["lr"]
+    if cfg["lr_schedule"] == "cosine":
+        lr = optax.cosine_decay_schedule(lr, max(cfg["steps"], 1), alpha=0.1)
+    adam = optax.adam(lr)
     if cfg["clip_grad"] > 0:
         return optax.chain(optax.clip_by_global_norm(cfg["clip_grad"]), adam)
     return adam

@@ -32,7 +32,7 @@ def kaufman_log_z(size: int, coupling: float) -> float:
 
     Example:
         >>> round(kaufman_log_z(16, 0.44) / 256, 6)
-        0.929...
+        0.9312
     """
     if size < 2:
         raise ValueError(f"Kaufman's formula needs L >= 2, got {size}")

@@ -152,9 +152,12 @@ def _divisor_near(n: int, target: int) -> int:
 class MaskedConv2d(AbstractMaskedOp):
     """PixelCNN masked convolution on an ``L x L`` lattice, kernel ``(2k+1) x (2k+1)``.
 
-    Zero padding (the VAN convention, also for periodic lattices: the network need not
-    share the lattice's symmetry for ``ln p`` to be exact). The mask keeps the rows above
-    the centre and the centre row left of the centre (and the centre unless exclusive).
+    The mask keeps the rows above the centre and the centre row left of the centre (and
+    the centre unless exclusive). Only the ``(k+1) x (2k+1)`` upper part of the kernel can
+    be non-zero, so only that part is stored and convolved (padding ``k`` above, none
+    below): about half the work of a masked full kernel. Zero padding (the VAN convention,
+    also for periodic lattices: the network need not share the lattice's symmetry for
+    ``ln p`` to be exact).
     """
 
     kernel: Float[Array, "kh kw c_in c_out"]
@@ -170,29 +173,30 @@ class MaskedConv2d(AbstractMaskedOp):
         dtype = jnp.result_type(float) if dtype is None else dtype
         self.size, self.half_kernel = size, half_kernel
         self.c_in, self.c_out, self.exclusive = c_in, c_out, exclusive
-        k = half_kernel
-        self.kernel = _masked_init(key, (2 * k + 1, 2 * k + 1, c_in, c_out), self.mask(), dtype)
+        self.kernel = _masked_init(key, self.kernel_shape(), self.mask(), dtype)
         self.bias = jnp.zeros((c_out,), dtype)
-
-    def mask(self) -> Array:
-        k = self.half_kernel
-        rows = jnp.arange(2 * k + 1)[:, None]
-        cols = jnp.arange(2 * k + 1)[None, :]
-        before = (rows < k) | ((rows == k) & (cols < k))
-        allowed = before if self.exclusive else before | ((rows == k) & (cols == k))
-        return jnp.broadcast_to(allowed[:, :, None, None], self.kernel_shape())
 
     def kernel_shape(self) -> tuple[int, int, int, int]:
         k = self.half_kernel
-        return (2 * k + 1, 2 * k + 1, self.c_in, self.c_out)
+        return (k + 1, 2 * k + 1, self.c_in, self.c_out)
+
+    def mask(self) -> Array:
+        """Which entries of the stored ``(k+1) x (2k+1)`` kernel are used."""
+        k = self.half_kernel
+        rows = jnp.arange(k + 1)[:, None]
+        cols = jnp.arange(2 * k + 1)[None, :]
+        allowed = (rows < k) | ((rows == k) & ((cols < k) if self.exclusive else (cols <= k)))
+        return jnp.broadcast_to(allowed[:, :, None, None], self.kernel_shape())
+
+    def _masked_kernel(self) -> Array:
+        return self.kernel * self.mask().astype(self.kernel.dtype)
 
     def __call__(self, g):
         k = self.half_kernel
-        w = self.kernel * self.mask().astype(self.kernel.dtype)
         out = jax.lax.conv_general_dilated(
-            g[None], w, window_strides=(1, 1), padding=((k, k), (k, k)),
-            dimension_numbers=("NHWC", "HWIO", "NHWC"))[0]
-        return out + self.bias
+            g[None], self._masked_kernel(), window_strides=(1, 1),
+            padding=((k, 0), (k, k)), dimension_numbers=("NHWC", "HWIO", "NHWC"))[0]
+        return out + self.bias[None, None, :]
 
     def empty_cache(self, dtype):
         k = self.half_kernel
@@ -205,16 +209,18 @@ class MaskedConv2d(AbstractMaskedOp):
                                             (r + k, c + k, jnp.zeros_like(r)))
 
     def at_site(self, buffer, t):
+        # Positions right of site t in its row are not yet written (zero), so the
+        # unmasked kernel gives the same sum as the masked one.
         k = self.half_kernel
         r, c = jnp.divmod(t, self.size)
         window = jax.lax.dynamic_slice(buffer, (r, c, jnp.zeros_like(r)),
                                        (k + 1, 2 * k + 1, self.c_in))
-        return jnp.einsum("hwa,hwab->b", window, self.kernel[: k + 1]) + self.bias
+        return jnp.einsum("hwa,hwab->b", window, self.kernel) + self.bias
 
 
-def prelu(x: Array, slope: Array) -> Array:
-    """Parametric ReLU with a learnable per-channel slope."""
-    return jnp.where(x >= 0, x, slope * x)
+def prelu(x: Float[Array, "*sites c"], slope: Float[Array, " c"]) -> Float[Array, "*sites c"]:
+    """Parametric ReLU with a learnable slope per channel (the last axis of ``x``)."""
+    return jnp.where(x >= 0, x, jnp.broadcast_to(slope, x.shape) * x)
 
 
 def n_sites(shape: tuple[int, ...]) -> int:

@@ -5,7 +5,7 @@ import abc
 import equinox as eqx
 import jax
 import jax.numpy as jnp
-from jaxtyping import Array, Float, PRNGKeyArray, PyTree
+from jaxtyping import Array, Float, Key, PRNGKeyArray, PyTree
 
 from ..distributions import AbstractDistribution
 from ..systems import AbstractSystem
@@ -30,7 +30,7 @@ class AbstractFreeEnergy(eqx.Module):
 
     @abc.abstractmethod
     def loss(self, model: AbstractDistribution, system: AbstractSystem,
-             beta: Float[Array, ""], state: PyTree, *, keys: PRNGKeyArray
+             beta: Float[Array, ""], state: PyTree, *, keys: Key[Array, " batch"]
              ) -> tuple[Float[Array, ""], tuple[FreeEnergyStats, PyTree]]:
         """Surrogate loss whose gradient estimates ``grad F``, with statistics and state."""
 
@@ -38,10 +38,13 @@ class AbstractFreeEnergy(eqx.Module):
 class ScoreFunctionFreeEnergy(AbstractFreeEnergy):
     """Score-function (REINFORCE) estimator for discrete or black-box models.
 
-    ``grad F = E_p[(f - b) grad ln p]`` with ``f = H + T ln p`` and the baseline ``b`` the
-    batch mean of ``f``. The surrogate loss is ``mean(stop_grad(f - b) * ln p)``;
-    samples are drawn without gradient, then ``ln p`` is recomputed in one teacher-forced
-    pass to carry the gradient.
+    ``grad F = E_p[(f - b) grad ln p]`` with ``f = H + T ln p``. Each sample's baseline is
+    the mean of ``f`` over the *other* samples of the batch (leave-one-out), which keeps
+    the estimate exactly unbiased; the plain batch mean including the sample itself would
+    shrink it by ``(B-1)/B``. Since ``f_i - mean_{j != i} f_j = B/(B-1) (f_i - mean f)``,
+    the surrogate loss is ``B/(B-1) mean(stop_grad(f - mean f) * ln p)``. Samples are drawn
+    without gradient, then ``ln p`` is recomputed in one teacher-forced pass to carry the
+    gradient.
     """
 
     def loss(self, model, system, beta, state, *, keys):
@@ -50,6 +53,10 @@ class ScoreFunctionFreeEnergy(AbstractFreeEnergy):
         log_prob = jax.vmap(model.log_prob)(samples)
         energy = jax.vmap(system.energy)(samples)
         f = jax.lax.stop_gradient(energy + log_prob / beta)
-        surrogate = jnp.mean((f - jnp.mean(f)) * log_prob)
+        batch = f.shape[0]
+        if batch < 2:
+            raise ValueError("the score-function estimator needs a batch of at least 2 "
+                             "samples (for the leave-one-out baseline)")
+        surrogate = batch / (batch - 1) * jnp.mean((f - jnp.mean(f)) * log_prob)
         stats = FreeEnergyStats.from_samples(energy, jax.lax.stop_gradient(log_prob), beta)
         return surrogate, (stats, state)

@@ -52,7 +52,9 @@ class Ising2D(AbstractSystem):
         from ..exact import enumerate_free_energy, kaufman_log_z
 
         bipartite = self.size % 2 == 0
-        if self.field == 0.0 and (self.coupling >= 0 or bipartite):
+        if self.coupling == 0.0:  # independent spins in a field
+            return -self.n * math.log(2 * math.cosh(beta * self.field)) / beta
+        if self.field == 0.0 and (self.coupling > 0 or bipartite):
             return -kaufman_log_z(self.size, beta * abs(self.coupling)) / beta
         if self.n <= MAX_ENUMERATION_SITES:
             return enumerate_free_energy(self, beta)

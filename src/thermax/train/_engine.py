@@ -79,10 +79,15 @@ class Trainer(eqx.Module):
         self.batch, self.mesh = batch, mesh
 
     def replicate(self, tree: PyTree) -> PyTree:
-        """Place every array of ``tree`` on all devices of the mesh (replicated)."""
+        """Copies of every array of ``tree`` on all devices of the mesh (replicated).
+
+        Always copies (never aliases), so donating the training state in :meth:`step`
+        never deletes the arrays of the model the caller passed in.
+        """
         sharding = NamedSharding(self.mesh, PartitionSpec())
-        return jax.tree.map(lambda x: jax.device_put(x, sharding) if eqx.is_array(x) else x,
-                            tree)
+        return jax.tree.map(
+            lambda x: jax.device_put(x, sharding, may_alias=False) if eqx.is_array(x) else x,
+            tree)
 
     def shard_batch(self, x: Array) -> Array:
         """Constrain the leading (batch) axis of ``x`` to be split over the mesh."""

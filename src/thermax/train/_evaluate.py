@@ -4,7 +4,7 @@ import equinox as eqx
 import jax
 import jax.numpy as jnp
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
-from jaxtyping import Array, Float, PRNGKeyArray
+from jaxtyping import Array, Float, Key, PRNGKeyArray
 
 from ..distributions import AbstractDistribution
 from ..objectives import FreeEnergyStats, ImportanceStats
@@ -14,7 +14,7 @@ from ._engine import BATCH_AXIS
 
 @eqx.filter_jit
 def _energies_and_log_probs(model: AbstractDistribution, system: AbstractSystem,
-                            keys: PRNGKeyArray, mesh: Mesh) -> tuple[Array, Array]:
+                            keys: Key[Array, " batch"], mesh: Mesh) -> tuple[Array, Array]:
     keys = jax.lax.with_sharding_constraint(keys, NamedSharding(mesh, PartitionSpec(BATCH_AXIS)))
     xs, lps = jax.vmap(lambda k: model.sample_and_log_prob(key=k))(keys)
     return jax.vmap(system.energy)(xs), lps

@@ -7,7 +7,6 @@ trains it into a directory following the run contract (``shared/docs/RUNS.md``):
 
 import dataclasses
 import json
-import math
 import time
 from pathlib import Path
 from typing import Any
@@ -112,13 +111,16 @@ def execute(run: Run, out_dir: str | Path, *, resume: bool = False,
                 raise Interrupted(f"stopped after step {done} on request")
     except KeyboardInterrupt:
         bar.close()
-        checkpoint(state)
+        try:  # the step in flight may have consumed (donated) ``state``; then the last
+            checkpoint(state)  # periodic checkpoint stands
+        except RuntimeError:
+            pass
         raise
     finally:
         bar.close()
     checkpoint(state)
 
-    beta = float(trainer.beta)
+    beta = float(cfg["beta"]) if "beta" in cfg else float(trainer.beta)
     figures = evaluate(state.model, run.system, beta, key=k_eval,
                        n_samples=int(cfg["eval_batch"]), chunk=trainer.batch, mesh=trainer.mesh)
     exact = run.exact_free_energy
@@ -160,6 +162,3 @@ def _version() -> str:
 def format_summary(results: dict) -> str:
     return summary_table(results)
 
-
-def is_finite(x: float | None) -> bool:
-    return x is not None and math.isfinite(x)
