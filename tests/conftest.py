@@ -36,6 +36,8 @@ NETWORKS = {
                                                  residual=True, key=key),
     "pixelcnn-residual-k2": lambda key: PixelCNN(3, depth=3, width=3, half_kernel=2,
                                                  residual=True, key=key),
+    "pixelcnn-dilated": lambda key: PixelCNN(3, depth=3, width=3, half_kernel=1, dilation=2,
+                                             key=key),
 }
 
 

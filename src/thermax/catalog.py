@@ -97,6 +97,8 @@ SPIN_MODEL = (
     Option("width", int, 16, "hidden channels per site", check=_at_least(1)),
     Option("half_kernel", int, 3, "PixelCNN half kernel size k (kernel 2k+1)",
            check=_at_least(1)),
+    Option("dilation", int, 1, "PixelCNN dilation of the middle convolutions",
+           check=_at_least(1)),
     Option("residual", int, 0, "residual blocks (1) or plain (0)", choices=(0, 1)),
     Option("z2", int, 1, "Z2 symmetrisation (p(s)+p(-s))/2 (1) or none (0)", choices=(0, 1)),
 )
@@ -143,7 +145,8 @@ SYSTEMS: dict[str, SystemEntry] = {
          Option("h", float, 0.0, "magnetic field", check=_finite)),
         _ising,
         defaults={"steps": 1000, "batch": 256, "net": "pixelcnn", "depth": 3, "width": 16,
-                  "half_kernel": 3, "lr": 3e-3, "lr_schedule": "cosine", "beta_anneal": 0.99},
+                  "half_kernel": 3, "dilation": 3, "lr": 3e-3, "lr_schedule": "cosine",
+                  "beta_anneal": 0.99},
     ),
     "sk": SystemEntry(
         "sk", "Sherrington-Kirkpatrick spin glass (exact by enumeration for n <= 24)",
@@ -207,7 +210,7 @@ def build_model(system: AbstractSystem, cfg: dict, *, key) -> AbstractDistributi
                               "use --net made")
         net = PixelCNN(shape[0], depth=cfg["depth"], width=cfg["width"],
                        half_kernel=cfg["half_kernel"], residual=bool(cfg["residual"]),
-                       key=key, dtype=dtype)
+                       dilation=cfg["dilation"], key=key, dtype=dtype)
     else:
         net = MADE(system.shape, depth=cfg["depth"], width=cfg["width"],
                    residual=bool(cfg["residual"]), key=key, dtype=dtype)

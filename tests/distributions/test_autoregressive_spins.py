@@ -76,12 +76,16 @@ def test_cached_sampler_matches_naive(outputs):
     _check_samplers(outputs, (3, 3))
 
 
-# Other sizes: a prime number of sites (MADE block size 1) and a 5x5 PixelCNN with k = 2.
+# Other sizes: a prime number of sites (MADE block size 1), a 5x5 PixelCNN with k = 2, and
+# a dilated residual PixelCNN.
 EXTRA = {
     "made-prime-7": (lambda key: MADE((7,), depth=3, width=3, key=key), 1),
     "made-residual-prime-7": (lambda key: MADE((7,), depth=3, width=3, residual=True,
                                                key=key), 1),
     "pixelcnn-5x5-k2": (lambda key: PixelCNN(5, depth=3, width=3, half_kernel=2, key=key), 1),
+    "pixelcnn-6x6-dilated-residual": (lambda key: PixelCNN(6, depth=4, width=3, half_kernel=1,
+                                                           dilation=2, residual=True, key=key),
+                                      1),
 }
 
 

@@ -59,7 +59,7 @@ def kaufman_log_z(size: int, coupling: float) -> float:
 
 
 def onsager_free_energy_per_site(beta: float, coupling: float = 1.0,
-                                 quadrature_points: int = 4000) -> float:
+                                 quadrature_points: int = 400) -> float:
     """Onsager's infinite-lattice free energy per site ``f = -ln Z / (N beta)`` at h = 0.
 
     ``-beta f = ln(2 cosh 2K) + (1/pi) int_0^{pi/2} ln[(1 + sqrt(1 - k^2 sin^2 t))/2] dt``

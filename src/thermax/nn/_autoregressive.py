@@ -135,7 +135,9 @@ class PixelCNN(AbstractMaskedChain):
     """PixelCNN (van den Oord et al. 2016) on an ``L x L`` lattice with masked convolutions.
 
     Kernel ``(2 half_kernel + 1)^2``; ``width`` channels; ``depth`` masked convolutions;
-    optional residual blocks.
+    optional residual blocks. ``dilation`` applies to the middle convolutions (the first
+    and the last are undilated), so with depth 3, half kernel 3 and dilation 3 each site
+    sees the 15 rows above it: all of a 16 x 16 lattice.
 
     Example:
         >>> net = PixelCNN(4, depth=3, width=8, half_kernel=1, key=jax.random.key(0))
@@ -149,15 +151,19 @@ class PixelCNN(AbstractMaskedChain):
     residual: bool = eqx.field(static=True)
 
     def __init__(self, size: int, *, depth: int = 3, width: int = 16, half_kernel: int = 3,
-                 residual: bool = False, key: PRNGKeyArray, dtype=None):
+                 residual: bool = False, dilation: int = 1, key: PRNGKeyArray, dtype=None):
         if half_kernel < 1:
             raise ValueError(f"half_kernel must be >= 1, got {half_kernel}")
+        if dilation < 1:
+            raise ValueError(f"dilation must be >= 1, got {dilation}")
         dtype = jnp.result_type(float) if dtype is None else dtype
         self.shape, self.residual = (size, size), residual
         channels = _chain_channels(depth, width)
         keys = jax.random.split(key, len(channels))
+        last = len(channels) - 1
         self.ops = tuple(
-            MaskedConv2d(size, half_kernel, c_in, c_out, exclusive=(i == 0), key=k, dtype=dtype)
+            MaskedConv2d(size, half_kernel, c_in, c_out, exclusive=(i == 0), key=k, dtype=dtype,
+                         dilation=dilation if 0 < i < last else 1)
             for i, ((c_in, c_out), k) in enumerate(zip(channels, keys, strict=True)))
         self.slopes = _slopes(depth, width, dtype)
 

@@ -158,6 +158,10 @@ class MaskedConv2d(AbstractMaskedOp):
     below): about half the work of a masked full kernel. Zero padding (the VAN convention,
     also for periodic lattices: the network need not share the lattice's symmetry for
     ``ln p`` to be exact).
+
+    ``dilation`` spaces the kernel taps ``dilation`` sites apart, so a layer reaches
+    ``k * dilation`` rows up at the same cost: a few dilated layers let every site see the
+    whole lattice, including the rows it is coupled to through the periodic boundary.
     """
 
     kernel: Float[Array, "kh kw c_in c_out"]
@@ -167,10 +171,14 @@ class MaskedConv2d(AbstractMaskedOp):
     c_in: int = eqx.field(static=True)
     c_out: int = eqx.field(static=True)
     exclusive: bool = eqx.field(static=True)
+    dilation: int = eqx.field(static=True)
 
     def __init__(self, size: int, half_kernel: int, c_in: int, c_out: int, *, exclusive: bool,
-                 key: PRNGKeyArray, dtype=None):
+                 key: PRNGKeyArray, dtype=None, dilation: int = 1):
+        if dilation < 1:
+            raise ValueError(f"dilation must be >= 1, got {dilation}")
         dtype = jnp.result_type(float) if dtype is None else dtype
+        self.dilation = dilation
         self.size, self.half_kernel = size, half_kernel
         self.c_in, self.c_out, self.exclusive = c_in, c_out, exclusive
         self.kernel = _masked_init(key, self.kernel_shape(), self.mask(), dtype)
@@ -192,29 +200,31 @@ class MaskedConv2d(AbstractMaskedOp):
         return self.kernel * self.mask().astype(self.kernel.dtype)
 
     def __call__(self, g):
-        k = self.half_kernel
+        reach = self.half_kernel * self.dilation
         out = jax.lax.conv_general_dilated(
             g[None], self._masked_kernel(), window_strides=(1, 1),
-            padding=((k, 0), (k, k)), dimension_numbers=("NHWC", "HWIO", "NHWC"))[0]
+            padding=((reach, 0), (reach, reach)), rhs_dilation=(self.dilation, self.dilation),
+            dimension_numbers=("NHWC", "HWIO", "NHWC"))[0]
         return out + self.bias[None, None, :]
 
     def empty_cache(self, dtype):
-        k = self.half_kernel
-        return jnp.zeros((self.size + k, self.size + 2 * k, self.c_in), dtype)
+        reach = self.half_kernel * self.dilation
+        return jnp.zeros((self.size + reach, self.size + 2 * reach, self.c_in), dtype)
 
     def write(self, buffer, t, g):
-        k = self.half_kernel
+        reach = self.half_kernel * self.dilation
         r, c = jnp.divmod(t, self.size)
         return jax.lax.dynamic_update_slice(buffer, g[None, None, :].astype(buffer.dtype),
-                                            (r + k, c + k, jnp.zeros_like(r)))
+                                            (r + reach, c + reach, jnp.zeros_like(r)))
 
     def at_site(self, buffer, t):
         # Positions right of site t in its row are not yet written (zero), so the
         # unmasked kernel gives the same sum as the masked one.
-        k = self.half_kernel
+        d = self.dilation
+        reach = self.half_kernel * d
         r, c = jnp.divmod(t, self.size)
         window = jax.lax.dynamic_slice(buffer, (r, c, jnp.zeros_like(r)),
-                                       (k + 1, 2 * k + 1, self.c_in))
+                                       (reach + 1, 2 * reach + 1, self.c_in))[::d, ::d]
         return jnp.einsum("hwa,hwab->b", window, self.kernel) + self.bias
 
 
