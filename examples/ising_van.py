@@ -24,7 +24,7 @@ from thermax.distributions import AutoregressiveSpins, Z2Symmetrized
 from thermax.nn import MADE, PixelCNN
 from thermax.objectives import ScoreFunctionFreeEnergy
 from thermax.systems import Ising2D
-from thermax.train import Trainer, evaluate
+from thermax.train import Trainer, draw_free_energy, evaluate
 
 
 def main() -> None:
@@ -89,16 +89,7 @@ def main() -> None:
     samples = jax.vmap(lambda k: state.model.sample(key=k))(jax.random.split(key_show, 4))
     fig = plt.figure(figsize=(9, 3.6))
     ax = fig.add_subplot(1, 2, 1)
-    ax.plot(steps, f_per_site, lw=1, label="variational F / n (annealed beta)")
-    ax.axhline(exact / n, color="k", ls="--", label="exact F / n at target beta")
-    ax.errorbar([steps[-1]], [f / n], yerr=[f_err / n], fmt="o", color="C3",
-                label="final evaluation")
-    tail = f_per_site[len(f_per_site) // 2:] + [exact / n, f / n]
-    pad = 0.3 * (max(tail) - min(tail)) + 1e-3
-    ax.set_ylim(min(tail) - pad, max(tail) + pad)
-    ax.set_xlabel("step")
-    ax.set_ylabel("free energy per site")
-    ax.legend(fontsize=7)
+    draw_free_energy(ax, steps, f_per_site, exact / n, final=f / n, final_err=f_err / n)
     for i, s in enumerate(np.asarray(samples)):
         sub = fig.add_subplot(2, 4, 3 + i + 2 * (i // 2))
         sub.imshow(s, cmap="gray", vmin=-1, vmax=1)

@@ -26,7 +26,7 @@ from thermax.exact import enumerate_thermodynamics
 from thermax.nn import MADE
 from thermax.objectives import ScoreFunctionFreeEnergy
 from thermax.systems import SherringtonKirkpatrick
-from thermax.train import Trainer, evaluate
+from thermax.train import Trainer, draw_free_energy, evaluate
 
 
 def main() -> None:
@@ -86,16 +86,7 @@ def main() -> None:
     q = np.asarray(jnp.sum(xs[:2000] * xs[2000:], axis=1) / n)
 
     fig, (ax, ax_q) = plt.subplots(1, 2, figsize=(9, 3.6))
-    ax.plot(steps, f_per_spin, lw=1, label="variational F / n (annealed beta)")
-    ax.axhline(f_exact / n, color="k", ls="--", label="exact F / n at target beta")
-    ax.errorbar([steps[-1]], [f / n], yerr=[f_err / n], fmt="o", color="C3",
-                label="final evaluation")
-    tail = f_per_spin[len(f_per_spin) // 2:] + [f_exact / n, f / n]
-    pad = 0.3 * (max(tail) - min(tail)) + 1e-3
-    ax.set_ylim(min(tail) - pad, max(tail) + pad)
-    ax.set_xlabel("step")
-    ax.set_ylabel("free energy per spin")
-    ax.legend(fontsize=7)
+    draw_free_energy(ax, steps, f_per_spin, f_exact / n, final=f / n, final_err=f_err / n)
     ax_q.hist(q, bins=np.arange(n + 2) * 2 / n - 1 - 1 / n, density=True, color="C2")
     ax_q.set_xlabel("overlap q of two model samples")
     ax_q.set_ylabel("P(q)")

@@ -73,8 +73,10 @@ COMMON = (
     Option("eval_batch", int, 10000, "fresh samples for the final evaluation", check=_positive),
     Option("lr", float, 1e-3, "Adam learning rate", check=_positive),
     Option("lr_schedule", str, "constant",
-           "learning-rate schedule: constant, or cosine decay to lr/10 over --steps",
+           "learning-rate schedule: constant, or cosine decay over --steps",
            choices=("constant", "cosine")),
+    Option("lr_final", float, 0.1, "cosine schedule: final learning rate as a fraction of lr",
+           check=lambda x: None if 0 <= x <= 1 else "must be in [0, 1]"),
     Option("clip_grad", float, 0.0, "clip the gradient's global norm (0: off)",
            check=_non_negative),
     Option("seed", int, 0, "random seed (model, training and evaluation)"),
@@ -223,7 +225,7 @@ def build_model(system: AbstractSystem, cfg: dict, *, key) -> AbstractDistributi
 def _optimizer(cfg: dict) -> optax.GradientTransformation:
     lr = cfg["lr"]
     if cfg["lr_schedule"] == "cosine":
-        lr = optax.cosine_decay_schedule(lr, max(cfg["steps"], 1), alpha=0.1)
+        lr = optax.cosine_decay_schedule(lr, max(cfg["steps"], 1), alpha=cfg["lr_final"])
     adam = optax.adam(lr)
     if cfg["clip_grad"] > 0:
         return optax.chain(optax.clip_by_global_norm(cfg["clip_grad"]), adam)

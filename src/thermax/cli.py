@@ -52,7 +52,7 @@ def _list() -> int:
 
 
 def _run(argv: list[str]) -> int:
-    from .catalog import OptionError, SYSTEMS, build_run
+    from .catalog import SYSTEMS, OptionError, build_run
 
     if not argv or argv[0].startswith("-"):
         raise _Fail(f"missing SYSTEM; known systems: {', '.join(SYSTEMS)}")

@@ -75,6 +75,36 @@ def summary_table(results: dict) -> str:
     return "\n".join([head] + [f"  {k:<{width}}  {v}" for k, v in rows])
 
 
+def draw_free_energy(ax, steps, f_per_site, exact_per_site: float | None = None, *,
+                     final: float | None = None, final_err: float | None = None,
+                     errors=None) -> None:
+    """Draw a free-energy-per-site trace on a matplotlib ``ax``.
+
+    The trace (with ``errors`` as error bars if given), the exact value as a dashed line,
+    and the final evaluation as a point; the y range is fitted to the second half of the
+    trace so the annealing transient does not squash the end of training.
+    """
+    steps, f_per_site = list(steps), list(f_per_site)
+    if errors is None:
+        ax.plot(steps, f_per_site, lw=1, label="variational F / n (annealed beta)")
+    else:
+        ax.errorbar(steps, f_per_site, yerr=list(errors), lw=1,
+                    label="variational F / n (annealed beta)")
+    if exact_per_site is not None:
+        ax.axhline(exact_per_site, color="k", ls="--", label="exact F / n at target beta")
+    if final is not None and steps:
+        ax.errorbar([steps[-1]], [final], yerr=None if final_err is None else [final_err],
+                    fmt="o", color="C3", label="final evaluation")
+    tail = f_per_site[len(f_per_site) // 2:] + [
+        v for v in (exact_per_site, final) if v is not None]
+    if tail:
+        pad = 0.3 * (max(tail) - min(tail)) + 1e-3
+        ax.set_ylim(min(tail) - pad, max(tail) + pad)
+    ax.set_xlabel("step")
+    ax.set_ylabel("free energy per site")
+    ax.legend(fontsize=7)
+
+
 def plot_history(path: Path, history: list[dict], exact: float | None, n: int) -> None:
     """Free energy per site against step, with the exact value as a line."""
     import matplotlib
@@ -83,22 +113,10 @@ def plot_history(path: Path, history: list[dict], exact: float | None, n: int) -
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(6, 4))
-    if history:
-        step = [r["step"] for r in history]
-        f = [r["free_energy"] / n for r in history]
-        err = [r["free_energy_stderr"] / n for r in history]
-        ax.errorbar(step, f, yerr=err, lw=1, label="variational F / n")
-        lo = min(f)
-        hi = sorted(f)[len(f) // 2]
-        if exact is not None:
-            lo = min(lo, exact / n)
-        pad = 0.1 * max(hi - lo, 1e-6)
-        ax.set_ylim(lo - pad, hi + 3 * pad)
-    if exact is not None:
-        ax.axhline(exact / n, color="k", ls="--", label="exact F / n")
-    ax.set_xlabel("step")
-    ax.set_ylabel("free energy per site")
-    ax.legend()
+    draw_free_energy(ax, [r["step"] for r in history],
+                     [r["free_energy"] / n for r in history],
+                     None if exact is None else exact / n,
+                     errors=[r["free_energy_stderr"] / n for r in history])
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
