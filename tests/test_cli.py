@@ -48,7 +48,7 @@ BAD = {
     "L < 2": (["run", "ising", "--L", "1"], "--L 1 must be >= 2"),
     "beta 0": (["run", "ising", "--beta", "0"], "--beta 0.0 must be > 0"),
     "beta negative": (["run", "ising", "--beta", "-1"], "--beta -1.0 must be > 0"),
-    "beta nan": (["run", "ising", "--beta", "nan"], "--beta nan must be > 0"),
+    "beta nan": (["run", "ising", "--beta", "nan"], "--beta nan must be a finite number"),
     "batch 0": (["run", "ising", "--batch", "0"], "--batch 0 must be > 0"),
     "batch not divisible": (["run", "ising", "--batch", "6"], "divisible"),
     "L not an integer": (["run", "ising", "--L", "3.5"], "invalid int value"),

@@ -247,7 +247,7 @@ def build_run(system: str, options: dict[str, Any], *, devices=None) -> Run:
         raise
     except ValueError as err:
         raise OptionError(str(err)) from None
-    if cfg["couplings"] if "couplings" in cfg else False:
+    if cfg.get("couplings"):  # record an absolute path, so --resume works from anywhere
         cfg["couplings"] = str(Path(cfg["couplings"]).resolve())
     mesh = make_mesh(devices)
     if cfg["batch"] % mesh.size:
