@@ -34,6 +34,8 @@ def tables(listing: str) -> str:
     parts = []
     for block in listing.strip().split("\n\n"):
         head, *lines = block.splitlines()
+        if not lines:  # a note without options (e.g. the flags every system takes)
+            continue
         name, summary = head.split(": ", 1)
         rows = [f"### `{name}`: {summary}", "", "| option | values | default | meaning |",
                 "|---|---|---|---|"]

@@ -200,6 +200,15 @@ def test_resume_rejects_changed_options(tiny_run, capsys):
     assert "of system 'ising'" in capsys.readouterr().err
 
 
+def test_resume_rejects_another_out(tiny_run, tmp_path, capsys):
+    _, out_dir = tiny_run
+    other = tmp_path / "elsewhere"
+    assert main(["run", "ising", "--resume", str(out_dir), "--out", str(other)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "drop --out" in err[0]
+    assert not other.exists()
+
+
 def test_unknown_exact_is_null_not_absent(tmp_path):
     """SK with 25 spins: no exact value; the keys are present with null."""
     out_dir = tmp_path / "sk"

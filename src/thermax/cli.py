@@ -42,6 +42,7 @@ def _system_parser(name: str):
 def _list() -> int:
     from .catalog import SYSTEMS
 
+    print("every system: --out DIR (the run directory), --resume DIR (continue a run)\n")
     for name, ent in SYSTEMS.items():
         print(f"{name}: {ent.summary}")
         for o in ent.all_options():
@@ -68,6 +69,9 @@ def _run(argv: list[str]) -> int:
         config_file = out_dir / "config.json"
         if not config_file.is_file():
             raise _Fail(f"--resume {resume}: no run there (config.json missing)")
+        if out is not None and Path(out).resolve() != out_dir.resolve():
+            raise _Fail(f"--resume {resume} continues the run in that directory; drop "
+                        f"--out {out} (or give the same directory)")
         saved = json.loads(config_file.read_text())
         if saved["system"] != name:
             raise _Fail(f"--resume {resume}: that run is of system {saved['system']!r}, "
