@@ -92,12 +92,15 @@ def _run(argv: list[str]) -> int:
     except OptionError as err:
         raise _Fail(str(err)) from None
 
-    from .train import execute, format_summary
+    from .train import NonFiniteError, execute, format_summary
 
     print(f"thermax run {name} -> {out_dir}  ({run.trainer.mesh.size} device(s), "
           f"{run.config['dtype']})", file=sys.stderr)
     try:
         results = execute(run, out_dir, resume=resume is not None)
+    except NonFiniteError as err:
+        print(f"thermax: error: {err}", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         print(f"\ninterrupted: checkpoint saved; continue with "
               f"'thermax run {name} --resume {out_dir}'", file=sys.stderr)

@@ -10,11 +10,20 @@ import json
 
 import equinox as eqx
 import jax
+import jax.numpy as jnp
 import numpy as np
 import pytest
 
 from thermax.catalog import build_run
-from thermax.train import Interrupted, execute, load_checkpoint, read_checkpoint_meta
+from thermax.systems import AbstractSystem
+from thermax.train import (
+    Interrupted,
+    NonFiniteError,
+    Run,
+    execute,
+    load_checkpoint,
+    read_checkpoint_meta,
+)
 
 OPTIONS = {
     "L": 3, "beta": 0.4, "net": "made", "depth": 2, "width": 4, "z2": 1, "dtype": "float64",
@@ -161,3 +170,26 @@ def test_execute_does_not_consume_the_run(tmp_path):
     first = execute(run, tmp_path / "a", progress=False)
     second = execute(run, tmp_path / "b", progress=False)
     assert first["free_energy"] == second["free_energy"]
+
+
+class _NanEnergy(AbstractSystem):
+    """A 2x2 spin system whose energy is NaN: the run must stop, naming the step."""
+
+    shape = (2, 2)
+    kind = "spins"
+
+    def _energy(self, x):
+        return jnp.sum(x) * jnp.nan
+
+
+def test_non_finite_free_energy_stops_the_run(tmp_path):
+    run = build_run("ising", {"L": 2, "steps": 20, "batch": 8, "eval_batch": 16,
+                              "log_every": 5, "checkpoint_every": 5, "net": "made",
+                              "depth": 1}, devices=jax.devices()[:1])
+    system = _NanEnergy()
+    trainer = eqx.tree_at(lambda t: t.system, run.trainer, system)
+    bad = Run("nan", run.config, system, run.model, trainer, None)
+    with pytest.raises(NonFiniteError, match="at step 5"):
+        execute(bad, tmp_path / "nan", progress=False)
+    assert not (tmp_path / "nan" / "results.json").exists()
+    assert read_checkpoint_meta(tmp_path / "nan" / "checkpoint") is None

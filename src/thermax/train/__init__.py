@@ -4,8 +4,15 @@ from ._checkpoint import load_checkpoint, read_checkpoint_meta, save_checkpoint
 from ._engine import Trainer, TrainState, annealed_beta, make_mesh
 from ._evaluate import evaluate, sample_energies
 from ._records import draw_free_energy
-from ._run import Interrupted, Run, execute, format_summary, model_key
+from ._run import (
+    Interrupted,
+    NonFiniteError,
+    Run,
+    execute,
+    format_summary,
+    model_key,
+)
 
-__all__ = ["Interrupted", "Run", "TrainState", "Trainer", "annealed_beta", "draw_free_energy",
-           "evaluate", "execute", "format_summary", "load_checkpoint", "make_mesh", "model_key",
-           "read_checkpoint_meta", "sample_energies", "save_checkpoint"]
+__all__ = ["Interrupted", "NonFiniteError", "Run", "TrainState", "Trainer", "annealed_beta",
+           "draw_free_energy", "evaluate", "execute", "format_summary", "load_checkpoint",
+           "make_mesh", "model_key", "read_checkpoint_meta", "sample_energies", "save_checkpoint"]

@@ -7,6 +7,7 @@ trains it into a directory following the run contract (``shared/docs/RUNS.md``):
 
 import dataclasses
 import json
+import math
 import time
 from pathlib import Path
 from typing import Any
@@ -38,6 +39,10 @@ class Run:
 
 class Interrupted(Exception):
     """Raised by :func:`execute` when it stops early on request (tests, Ctrl-C)."""
+
+
+class NonFiniteError(RuntimeError):
+    """The training free energy became NaN or infinite; the last checkpoint is kept."""
 
 
 def _seed_keys(seed: int):
@@ -100,6 +105,13 @@ def execute(run: Run, out_dir: str | Path, *, resume: bool = False,
             done = step + 1
             if done % log_every == 0 or done == steps:
                 row = {"step": done, **stats.as_dict(), "wall_time_s": wall()}
+                if not math.isfinite(row["free_energy"]):
+                    meta = read_checkpoint_meta(ckpt_dir)
+                    last = "none" if meta is None else f"step {meta['step']}"
+                    raise NonFiniteError(
+                        f"the free energy is {row['free_energy']} at step {done}; stopped "
+                        f"without saving this state (last checkpoint: {last}). Try a lower "
+                        "--lr or --clip-grad, then --resume.")
                 history.append(row)
                 bar.set_postfix_str(
                     f"F/n={row['free_energy'] / n:.5f}±{row['free_energy_stderr'] / n:.5f}"
