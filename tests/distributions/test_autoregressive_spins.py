@@ -141,9 +141,8 @@ def test_log_prob_bad_shape_raises(made_model):
         made_model.log_prob(jnp.ones((2, 3, 3)))
 
 
-def test_z2_needs_spin_distribution(made_model):
-    class FieldModel(AutoregressiveSpins):  # a stand-in with the wrong kind
-        kind = "field"
+def test_z2_needs_spin_or_field_distribution():
+    from thermax.distributions import StandardNormal
 
-    with pytest.raises(TypeError, match="spin distribution"):
-        Z2Symmetrized(FieldModel(made_model.net))
+    with pytest.raises(TypeError, match="spin or field distribution"):
+        Z2Symmetrized(StandardNormal((3, 2), kind="particles"))

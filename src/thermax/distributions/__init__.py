@@ -2,6 +2,7 @@
 
 from ._autoregressive import AutoregressiveSpins, Z2Symmetrized
 from ._base import AbstractDistribution, check_shape, sample_batch
+from ._flow import StandardNormal, Transformed
 
-__all__ = ["AbstractDistribution", "AutoregressiveSpins", "Z2Symmetrized", "check_shape",
-           "sample_batch"]
+__all__ = ["AbstractDistribution", "AutoregressiveSpins", "StandardNormal", "Transformed",
+           "Z2Symmetrized", "check_shape", "sample_batch"]

@@ -91,24 +91,28 @@ class AutoregressiveSpins(AbstractDistribution):
 
 
 class Z2Symmetrized(AbstractDistribution):
-    """``p_sym(s) = (p(s) + p(-s)) / 2`` for a Hamiltonian with ``H(s) = H(-s)``.
+    """``p_sym(x) = (p(x) + p(-x)) / 2`` for a Hamiltonian with ``H(x) = H(-x)``.
 
-    Samples ``s ~ p`` and flips the whole configuration with probability 1/2, so
-    ``p_sym`` is normalized and exactly symmetric. ``ln p_sym`` costs two passes of the
-    base model.
+    Samples ``x ~ p`` and flips the whole configuration with probability 1/2, so
+    ``p_sym`` is normalized and exactly symmetric. ``ln p_sym`` costs one more pass of the
+    base model (for a flow, one inverse pass). Works for spins and for real fields.
     """
 
     base: AbstractDistribution
-    kind = "spins"
 
     def __init__(self, base: AbstractDistribution):
-        if base.kind != "spins":
-            raise TypeError(f"Z2Symmetrized needs a spin distribution, got kind {base.kind!r}")
+        if base.kind not in ("spins", "field"):
+            raise TypeError("Z2Symmetrized needs a spin or field distribution (x -> -x), "
+                            f"got kind {base.kind!r}")
         self.base = base
 
     @property
     def shape(self) -> tuple[int, ...]:
         return self.base.shape
+
+    @property
+    def kind(self) -> str:
+        return self.base.kind
 
     def _log_prob(self, x):
         return jnp.logaddexp(self.base.log_prob(x), self.base.log_prob(-x)) - jnp.log(2.0)

@@ -33,7 +33,7 @@ class AbstractDistribution(eqx.Module):
     """
 
     shape: eqx.AbstractVar[tuple[int, ...]]
-    kind: eqx.AbstractClassVar[str]
+    kind: eqx.AbstractVar[str]
 
     def log_prob(self, x: Float[Array, "*shape"]) -> Float[Array, ""]:
         """Exact normalized ``ln p(x)`` of one configuration."""
