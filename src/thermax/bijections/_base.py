@@ -5,7 +5,7 @@ import abc
 import equinox as eqx
 from jaxtyping import Array, Float
 
-from ..distributions._base import check_shape
+from .._checks import check_shape
 
 
 class AbstractBijection(eqx.Module):

@@ -7,14 +7,7 @@ import jax
 import jax.numpy as jnp
 from jaxtyping import Array, Float, PRNGKeyArray
 
-
-def check_shape(x: Array, shape: tuple[int, ...], what: str) -> None:
-    """Raise a clear ``ValueError`` when ``x`` does not have ``shape`` (trace time)."""
-    if tuple(x.shape) != tuple(shape):
-        raise ValueError(
-            f"{what} expected a configuration of shape {tuple(shape)}, got shape "
-            f"{tuple(x.shape)}; batch with jax.vmap rather than passing a batch."
-        )
+from .._checks import check_shape
 
 
 class AbstractDistribution(eqx.Module):

@@ -5,6 +5,7 @@ import math
 import equinox as eqx
 import jax
 import jax.numpy as jnp
+
 from ..bijections._base import AbstractBijection
 from ._base import AbstractDistribution
 

@@ -6,7 +6,7 @@ import math
 import equinox as eqx
 from jaxtyping import Array, Float
 
-from ..distributions._base import check_shape
+from .._checks import check_shape
 
 
 class AbstractSystem(eqx.Module):
