@@ -1,4 +1,4 @@
-"""Exact and reference results: Kaufman, Onsager, enumeration."""
+"""Exact and reference results: Kaufman, Onsager, enumeration, the phi^4 reference."""
 
 from ._enumerate import (
     MAX_SPINS,
@@ -7,6 +7,16 @@ from ._enumerate import (
     enumerate_thermodynamics,
 )
 from ._ising import kaufman_log_z, onsager_free_energy_per_site
+from ._phi4 import (
+    PHI4_REFERENCE,
+    phi4_hopping,
+    phi4_reference_free_energy,
+    phi4_reference_lookup,
+    phi4_site_log_z,
+    phi4_thermodynamic_integration,
+)
 
-__all__ = ["MAX_SPINS", "all_spin_configurations", "enumerate_free_energy",
-           "enumerate_thermodynamics", "kaufman_log_z", "onsager_free_energy_per_site"]
+__all__ = ["MAX_SPINS", "PHI4_REFERENCE", "all_spin_configurations", "enumerate_free_energy",
+           "enumerate_thermodynamics", "kaufman_log_z", "onsager_free_energy_per_site",
+           "phi4_hopping", "phi4_reference_free_energy", "phi4_reference_lookup",
+           "phi4_site_log_z", "phi4_thermodynamic_integration"]
