@@ -14,6 +14,7 @@ what came and what is allowed.
 """
 
 import dataclasses
+import functools
 import math
 from collections.abc import Callable
 from pathlib import Path
@@ -25,7 +26,7 @@ import optax
 
 from .distributions import AbstractDistribution, AutoregressiveSpins, Z2Symmetrized
 from .nn import MADE, PixelCNN
-from .objectives import ScoreFunctionFreeEnergy
+from .objectives import AbstractFreeEnergy, ScoreFunctionFreeEnergy
 from .systems import AbstractSystem, Ising2D, SherringtonKirkpatrick
 from .train import Run, Trainer, make_mesh, model_key
 
@@ -105,17 +106,51 @@ SPIN_MODEL = (
     Option("z2", int, 1, "Z2 symmetrisation (p(s)+p(-s))/2 (1) or none (0)", choices=(0, 1)),
 )
 
+FLOW_MODEL = (
+    Option("flow", str, "neuralrg", "normalizing flow: Real NVP (checkerboard couplings, "
+           "conv conditioners) or the hierarchical neural RG", choices=("realnvp", "neuralrg")),
+    Option("coupling_layers", int, 8, "affine coupling layers (realnvp: in total; neuralrg: per "
+           "2x2 block)", check=_at_least(1)),
+    Option("hidden_width", int, 10, "conditioner width (neuralrg: MLP units; realnvp: conv "
+           "channels)", check=_at_least(1)),
+    Option("hidden_depth", int, 3, "conditioner hidden layers", check=_at_least(1)),
+    Option("rg_depth", int, 0, "neuralrg: number of scales (0: all log2 L)",
+           check=_non_negative),
+    Option("z2", int, 1, "Z2 symmetrisation (q(x)+q(-x))/2 (1) or none (0)", choices=(0, 1)),
+    Option("estimator", str, "stl", "gradient estimator: pathwise (reparametrisation) or "
+           "stl (sticking the landing)", choices=("pathwise", "stl")),
+)
+
+MCMC = (
+    Option("mcmc_steps", int, 0, "after training, neural MCMC steps per chain with the model "
+           "as proposal (0: off)", check=_non_negative),
+    Option("mcmc_chains", int, 256, "neural MCMC: independent chains", check=_positive),
+)
+
 
 @dataclasses.dataclass(frozen=True)
 class SystemEntry:
+    """How ``thermax run NAME`` builds a run.
+
+    ``groups`` are the option groups after the system's own ``options``; ``build_model``,
+    ``objective`` and ``report`` pick the model, the gradient estimator and any extra
+    result keys (``report(system, cfg, results) -> dict``). ``beta`` gives the trainer's
+    inverse temperature (default: the ``--beta`` option).
+    """
+
     name: str
     summary: str
     options: tuple[Option, ...]
     build_system: Callable[[dict], AbstractSystem]
     defaults: dict[str, Any] = dataclasses.field(default_factory=dict)
+    groups: tuple[tuple[Option, ...], ...] = (CLASSICAL, SPIN_MODEL, MCMC)
+    build_model: Callable[..., AbstractDistribution] | None = None
+    objective: Callable[[dict], AbstractFreeEnergy] = lambda cfg: ScoreFunctionFreeEnergy()
+    beta: Callable[[dict], float] = lambda cfg: cfg["beta"]
+    report: Callable[[AbstractSystem, dict, dict], dict] | None = None
 
     def all_options(self) -> tuple[Option, ...]:
-        opts = self.options + CLASSICAL + SPIN_MODEL + COMMON
+        opts = self.options + sum(self.groups, ()) + COMMON
         return tuple(dataclasses.replace(o, default=self.defaults.get(o.name, o.default))
                      for o in opts)
 
@@ -136,6 +171,91 @@ def _sk(cfg: dict) -> AbstractSystem:
 
 def _finite(x) -> str | None:
     return None if math.isfinite(x) else "must be finite"
+
+
+def _relaxed_ising(cfg: dict) -> AbstractSystem:
+    from .systems import RelaxedIsing
+
+    return RelaxedIsing(cfg["L"], cfg["beta"], coupling=cfg["J"])
+
+
+def _phi4(cfg: dict) -> AbstractSystem:
+    from .systems import Phi4
+
+    return Phi4(cfg["L"], kappa=cfg["kappa"], lam=cfg["lam"])
+
+
+def _is_power_of_two(n: int) -> bool:
+    return n >= 2 and n & (n - 1) == 0
+
+
+def build_flow(system: AbstractSystem, cfg: dict, *, key) -> AbstractDistribution:
+    """The normalizing flow the options describe, on the system's lattice field."""
+    from .bijections import NeuralRG, lattice_real_nvp
+    from .distributions import StandardNormal, Transformed
+
+    dtype = jnp.dtype(cfg["dtype"])
+    shape = system.shape
+    L = shape[0]
+    hidden = (cfg["hidden_width"],) * cfg["hidden_depth"]
+    if cfg["flow"] == "neuralrg":
+        if not _is_power_of_two(L):
+            raise OptionError(f"--flow neuralrg needs --L a power of two >= 2 (its 2x2 "
+                              f"hierarchy halves the lattice at each scale), got --L {L}; "
+                              "use --flow realnvp")
+        depth = cfg["rg_depth"] or None
+        if depth is not None and depth > int(math.log2(L)):
+            raise OptionError(f"--rg-depth {depth} is more than the log2(L) = "
+                              f"{int(math.log2(L))} scales of an {L}x{L} lattice")
+        bij = NeuralRG(L, depth=depth, n_couplings=cfg["coupling_layers"], hidden=hidden, key=key,
+                       dtype=dtype)
+    else:
+        if L % 2:
+            raise OptionError(f"--flow realnvp needs an even --L (checkerboard masks), got "
+                              f"--L {L}")
+        if cfg["coupling_layers"] % 2:
+            raise OptionError(f"--flow realnvp needs an even --coupling-layers (the two "
+                              f"checkerboard parities alternate), got {cfg['coupling_layers']}")
+        bij = lattice_real_nvp(shape, n_couplings=cfg["coupling_layers"], width=cfg["hidden_width"],
+                               depth=cfg["hidden_depth"], key=key, dtype=dtype)
+    model: AbstractDistribution = Transformed(StandardNormal(shape, dtype=dtype), bij)
+    if cfg["z2"]:
+        model = Z2Symmetrized(model)
+    return model
+
+
+def _pathwise(cfg: dict) -> AbstractFreeEnergy:
+    from .objectives import PathwiseFreeEnergy
+
+    return PathwiseFreeEnergy(stick_the_landing=cfg["estimator"] == "stl")
+
+
+def _relaxed_report(system, cfg: dict, results: dict) -> dict:
+    """The Ising free energy the relaxed one implies: F_Ising = F_relaxed + C / beta."""
+    beta = cfg["beta"]
+    const = system.relaxation_constant()
+    f = results["free_energy"]
+    exact = system.ising_free_energy(results["exact_free_energy"]) \
+        if results["exact_free_energy"] is not None else None
+    ising = None if f is None else system.ising_free_energy(f)
+    return {
+        "relaxation_constant": const,
+        "ising_free_energy": ising,
+        "ising_free_energy_stderr": results["free_energy_stderr"],
+        "exact_ising_free_energy": exact,
+        "ising_relative_error": None if ising is None or exact is None
+        else (ising - exact) / abs(exact),
+        "relaxed_log_z_per_site": None if results["exact_free_energy"] is None
+        else -beta * results["exact_free_energy"] / system.n,
+    }
+
+
+def _phi4_report(system, cfg: dict, results: dict) -> dict:
+    from .exact._phi4 import phi4_reference_lookup
+
+    ref = phi4_reference_lookup(cfg["L"], cfg["kappa"], cfg["lam"])
+    return {"reference_free_energy_stderr": None if ref is None else ref[1],
+            "reference_method": None if ref is None else ref[2]}
 
 
 SYSTEMS: dict[str, SystemEntry] = {
@@ -159,6 +279,34 @@ SYSTEMS: dict[str, SystemEntry] = {
         _sk,
         defaults={"beta": 1.0, "net": "made", "depth": 2, "width": 8, "steps": 1000,
                   "batch": 1000, "lr": 3e-3, "lr_schedule": "cosine", "beta_anneal": 0.99},
+    ),
+    "ising-relaxed": SystemEntry(
+        "ising-relaxed", "2D Ising model relaxed to a continuous field (Hubbard-Stratonovich; "
+        "exact: Kaufman + a closed-form constant)",
+        (Option("L", int, 8, "linear lattice size", check=_at_least(2)),
+         Option("J", float, 1.0, "Ising coupling", check=_finite)),
+        _relaxed_ising,
+        defaults={"beta": 0.4406867935097715, "beta_anneal": 0.0, "steps": 1000, "batch": 256,
+                  "eval_batch": 8192, "lr": 1e-3, "lr_schedule": "cosine"},
+        groups=(CLASSICAL, FLOW_MODEL, MCMC),
+        build_model=build_flow,
+        objective=_pathwise,
+        report=_relaxed_report,
+    ),
+    "phi4": SystemEntry(
+        "phi4", "lattice phi^4 field theory on an L x L periodic lattice (reference: HMC + "
+        "thermodynamic integration where tabulated)",
+        (Option("L", int, 8, "linear lattice size", check=_at_least(2)),
+         Option("kappa", float, 0.15, "hopping parameter (>= 0)", check=_non_negative),
+         Option("lam", float, 1.1, "quartic coupling lambda (>= 0)", check=_non_negative)),
+        _phi4,
+        defaults={"steps": 1000, "batch": 256, "eval_batch": 8192, "lr": 1e-3,
+                  "lr_schedule": "cosine"},
+        groups=(FLOW_MODEL, MCMC),
+        build_model=build_flow,
+        objective=_pathwise,
+        beta=lambda cfg: 1.0,
+        report=_phi4_report,
     ),
 }
 
@@ -202,7 +350,7 @@ def validate(system: str, options: dict[str, Any]) -> dict[str, Any]:
 
 
 def build_model(system: AbstractSystem, cfg: dict, *, key) -> AbstractDistribution:
-    """The spin model the options describe, in the requested dtype."""
+    """The autoregressive spin model the options describe, in the requested dtype."""
     dtype = jnp.dtype(cfg["dtype"])
     if cfg["net"] == "pixelcnn":
         shape = system.shape
@@ -247,14 +395,17 @@ def build_run(system: str, options: dict[str, Any], *, devices=None) -> Run:
         raise
     except ValueError as err:
         raise OptionError(str(err)) from None
-    if cfg.get("couplings"):  # record an absolute path, so --resume works from anywhere
+    if system == "sk" and cfg.get("couplings"):  # an absolute path: --resume from anywhere
         cfg["couplings"] = str(Path(cfg["couplings"]).resolve())
     mesh = make_mesh(devices)
     if cfg["batch"] % mesh.size:
         raise OptionError(f"--batch {cfg['batch']} must be divisible by the number of "
                           f"devices ({mesh.size})")
-    model = build_model(sys_, cfg, key=model_key(cfg["seed"]))
-    trainer = Trainer(ScoreFunctionFreeEnergy(), _optimizer(cfg), sys_, beta=cfg["beta"],
-                      beta_anneal=cfg["beta_anneal"], batch=cfg["batch"], mesh=mesh)
-    exact = sys_.exact_free_energy(cfg["beta"])
-    return Run(system, cfg, sys_, model, trainer, exact)
+    make_model = ent.build_model or build_model
+    model = make_model(sys_, cfg, key=model_key(cfg["seed"]))
+    beta = ent.beta(cfg)
+    trainer = Trainer(ent.objective(cfg), _optimizer(cfg), sys_, beta=beta,
+                      beta_anneal=cfg.get("beta_anneal", 0.0), batch=cfg["batch"], mesh=mesh)
+    exact = sys_.exact_free_energy(beta)
+    report = None if ent.report is None else functools.partial(ent.report, sys_, cfg)
+    return Run(system, cfg, sys_, model, trainer, exact, report=report)

@@ -70,6 +70,19 @@ def summary_table(results: dict) -> str:
                                    results["log_z_importance_stderr"])),
         ("ESS fraction", fmt(results["ess_fraction"])),
     ]
+    if results.get("ising_free_energy") is not None:  # a relaxed Ising run
+        rows += [
+            ("implied Ising F", fmt(results["ising_free_energy"],
+                                    results["ising_free_energy_stderr"])),
+            ("exact Ising F", fmt(results.get("exact_ising_free_energy"))),
+            ("Ising rel. error", "-" if results.get("ising_relative_error") is None
+             else f"{results['ising_relative_error']:.3e}"),
+        ]
+    if results.get("mcmc_energy") is not None:
+        rows += [
+            ("neural MCMC E", fmt(results["mcmc_energy"], results["mcmc_energy_stderr"])),
+            ("MCMC acceptance", fmt(results["mcmc_acceptance"])),
+        ]
     width = max(len(r[0]) for r in rows)
     head = f"{results['system']}  n={n}  beta={results['beta']:g}  steps={results['steps']}"
     return "\n".join([head] + [f"  {k:<{width}}  {v}" for k, v in rows])
@@ -144,6 +157,49 @@ def plot_spin_samples(path: Path, samples, title: str) -> None:
             ax.set_xticks([])
             ax.set_yticks([])
     fig.suptitle(title)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def plot_field_samples(path: Path, samples, title: str) -> None:
+    """A row of sampled lattice fields (2D arrays), on one symmetric colour scale."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    samples = np.asarray(samples)
+    k = min(len(samples), 8)
+    vmax = float(np.max(np.abs(samples[:k]))) or 1.0
+    fig, axes = plt.subplots(1, k, figsize=(1.6 * k, 2.0))
+    for ax, x in zip(np.atleast_1d(axes), samples[:k], strict=False):
+        im = ax.imshow(x, cmap="RdBu_r", vmin=-vmax, vmax=vmax, interpolation="nearest")
+        ax.set_xticks([])
+        ax.set_yticks([])
+    fig.colorbar(im, ax=list(np.atleast_1d(axes)), shrink=0.8)
+    fig.suptitle(title)
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def plot_latents_by_scale(path: Path, latents) -> None:
+    """Histograms of a flow's latent variables, one panel per scale (NeuralRG)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    k = len(latents)
+    fig, axes = plt.subplots(1, k, figsize=(2.4 * k, 2.4), squeeze=False)
+    for i, (ax, z) in enumerate(zip(axes[0], latents, strict=True)):
+        z = np.asarray(z).ravel()
+        ax.hist(z, bins=max(5, min(40, z.size // 4)), density=True, color=f"C{i}")
+        ax.set_title(f"scale {i}: {z.size} latents", fontsize=8)
+        ax.set_xlabel("z")
+    fig.suptitle("latent variables by scale (fine to coarse)")
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)

@@ -9,6 +9,7 @@ import dataclasses
 import json
 import math
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -21,7 +22,15 @@ from ..systems import AbstractSystem
 from ._checkpoint import load_checkpoint, read_checkpoint_meta, save_checkpoint
 from ._engine import Trainer, TrainState
 from ._evaluate import evaluate
-from ._records import History, plot_history, plot_spin_samples, summary_table, write_json
+from ._records import (
+    History,
+    plot_field_samples,
+    plot_history,
+    plot_latents_by_scale,
+    plot_spin_samples,
+    summary_table,
+    write_json,
+)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -35,6 +44,8 @@ class Run:
     trainer: Trainer
     exact_free_energy: float | None
     extra_results: dict[str, Any] = dataclasses.field(default_factory=dict)
+    #: ``report(results) -> dict`` adds system-specific keys to results.json
+    report: Callable[[dict], dict] | None = None
 
 
 class Interrupted(Exception):
@@ -135,6 +146,8 @@ def execute(run: Run, out_dir: str | Path, *, resume: bool = False,
     beta = float(cfg["beta"]) if "beta" in cfg else float(trainer.beta)
     figures = evaluate(state.model, run.system, beta, key=k_eval,
                        n_samples=int(cfg["eval_batch"]), chunk=trainer.batch, mesh=trainer.mesh)
+    if int(cfg.get("mcmc_steps", 0)) > 0:
+        figures.update(_neural_mcmc(state.model, run.system, beta, cfg, key=k_eval))
     exact = run.exact_free_energy
     results = {
         "system": run.system_name,
@@ -151,9 +164,21 @@ def execute(run: Run, out_dir: str | Path, *, resume: bool = False,
         "version": _version(),
         **run.extra_results,
     }
+    if run.report is not None:
+        results.update(run.report(results))
     write_json(out / "results.json", results)
     _plots(out, run, state, history, exact)
     return results
+
+
+def _neural_mcmc(model, system, beta: float, cfg: dict, *, key) -> dict[str, Any]:
+    """Neural MCMC with the trained model as proposal: exact-Boltzmann energy, acceptance."""
+    from ..mcmc import neural_mcmc
+
+    res = neural_mcmc(model, system, beta, key=jax.random.fold_in(key, 1),
+                      n_chains=int(cfg["mcmc_chains"]), n_steps=int(cfg["mcmc_steps"]))
+    return {"mcmc_acceptance": float(res.acceptance_rate), "mcmc_energy": float(res.energy_mean),
+            "mcmc_energy_stderr": float(res.energy_stderr)}
 
 
 def _plots(out: Path, run: Run, state: TrainState, history: History, exact) -> None:
@@ -163,6 +188,26 @@ def _plots(out: Path, run: Run, state: TrainState, history: History, exact) -> N
         samples = jax.vmap(lambda k: state.model.sample(key=k))(keys)
         plot_spin_samples(out / "samples.png", np.asarray(samples),
                           f"{run.system_name}: samples at beta={float(run.trainer.beta):g}")
+    elif run.model.kind == "field" and len(run.system.shape) == 2:
+        keys = jax.random.split(jax.random.key(0), 8)
+        samples = jax.vmap(lambda k: state.model.sample(key=k))(keys)
+        plot_field_samples(out / "samples.png", np.asarray(samples),
+                           f"{run.system_name}: flow samples")
+        latents = _latents_by_scale(state.model, samples[0])
+        if latents is not None:
+            plot_latents_by_scale(out / "latents.png", latents)
+
+
+def _latents_by_scale(model, x):
+    """The NeuralRG latent variables of ``x`` by scale, when the model is a NeuralRG flow."""
+    from ..bijections import NeuralRG
+    from ..distributions import Transformed, Z2Symmetrized
+
+    while isinstance(model, Z2Symmetrized):
+        model = model.base
+    if isinstance(model, Transformed) and isinstance(model.bijection, NeuralRG):
+        return [np.asarray(z) for z in model.bijection.latents_by_scale(x)]
+    return None
 
 
 def _version() -> str:
