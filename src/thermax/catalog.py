@@ -116,6 +116,8 @@ FLOW_MODEL = (
     Option("hidden_depth", int, 3, "conditioner hidden layers", check=_at_least(1)),
     Option("rg_depth", int, 0, "neuralrg: number of scales (0: all log2 L)",
            check=_non_negative),
+    Option("spectral", int, 1, "end the flow with a learnable translation-invariant linear "
+           "layer (SpectralScale: fits the two-point function) (1) or not (0)", choices=(0, 1)),
     Option("z2", int, 1, "Z2 symmetrisation (q(x)+q(-x))/2 (1) or none (0)", choices=(0, 1)),
     Option("estimator", str, "stl", "gradient estimator: pathwise (reparametrisation) or "
            "stl (sticking the landing)", choices=("pathwise", "stl")),
@@ -191,7 +193,7 @@ def _is_power_of_two(n: int) -> bool:
 
 def build_flow(system: AbstractSystem, cfg: dict, *, key) -> AbstractDistribution:
     """The normalizing flow the options describe, on the system's lattice field."""
-    from .bijections import NeuralRG, lattice_real_nvp
+    from .bijections import Chain, NeuralRG, SpectralScale, lattice_real_nvp
     from .distributions import StandardNormal, Transformed
 
     dtype = jnp.dtype(cfg["dtype"])
@@ -218,6 +220,8 @@ def build_flow(system: AbstractSystem, cfg: dict, *, key) -> AbstractDistributio
                               f"checkerboard parities alternate), got {cfg['coupling_layers']}")
         bij = lattice_real_nvp(shape, n_couplings=cfg["coupling_layers"], width=cfg["hidden_width"],
                                depth=cfg["hidden_depth"], key=key, dtype=dtype)
+    if cfg["spectral"]:
+        bij = Chain([bij, SpectralScale(shape, dtype=dtype)])
     model: AbstractDistribution = Transformed(StandardNormal(shape, dtype=dtype), bij)
     if cfg["z2"]:
         model = Z2Symmetrized(model)
@@ -287,7 +291,8 @@ SYSTEMS: dict[str, SystemEntry] = {
          Option("J", float, 1.0, "Ising coupling", check=_finite)),
         _relaxed_ising,
         defaults={"beta": 0.4406867935097715, "beta_anneal": 0.0, "steps": 1000, "batch": 256,
-                  "eval_batch": 8192, "lr": 1e-3, "lr_schedule": "cosine"},
+                  "eval_batch": 8192, "lr": 3e-3, "lr_schedule": "cosine",
+                  "coupling_layers": 10},
         groups=(CLASSICAL, FLOW_MODEL, MCMC),
         build_model=build_flow,
         objective=_pathwise,

@@ -19,8 +19,10 @@ from thermax.bijections import (
     NeuralRG,
     Scan,
     SinhArcsinh,
+    SpectralScale,
     channel_mask,
     checkerboard_mask,
+    lattice_real_nvp,
 )
 from thermax.nn import ConvConditioner, MLPConditioner
 
@@ -67,6 +69,9 @@ BIJECTIONS = {
     "invert-chain": lambda key, dtype: Invert(Chain([Affine(3, dtype=dtype),
                                                      SinhArcsinh((3,), dtype=dtype)])),
     "neuralrg": lambda key, dtype: NeuralRG(4, n_couplings=2, hidden=(3,), key=key, dtype=dtype),
+    "spectral-scale": lambda key, dtype: SpectralScale((4, 3), dtype=dtype),
+    "lattice-real-nvp": lambda key, dtype: lattice_real_nvp((4, 4), n_couplings=2, width=2,
+                                                            depth=2, key=key, dtype=dtype),
 }
 
 BATCH = 3

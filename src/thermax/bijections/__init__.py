@@ -7,7 +7,9 @@ from ._coupling import AffineCoupling, channel_mask, checkerboard_mask
 from ._elementwise import SinhArcsinh
 from ._neuralrg import NeuralRG, PlaquetteRealNVP
 from ._realnvp import lattice_real_nvp
+from ._spectral import SpectralScale
 
 __all__ = ["AbstractBijection", "Affine", "AffineCoupling", "Chain", "ElementwiseAffine",
-           "Invert", "NeuralRG", "PlaquetteRealNVP", "Scan", "SinhArcsinh", "channel_mask",
+           "Invert", "NeuralRG", "PlaquetteRealNVP", "Scan", "SinhArcsinh", "SpectralScale",
+           "channel_mask",
            "checkerboard_mask", "lattice_real_nvp"]

@@ -61,7 +61,7 @@ def summary_table(results: dict) -> str:
     rows = [
         ("free energy F", fmt(results["free_energy"], results["free_energy_stderr"])),
         ("F per site", fmt(results["free_energy"] / n, results["free_energy_stderr"] / n)),
-        ("exact F", fmt(results["exact_free_energy"])),
+        ("exact (or reference) F", fmt(results["exact_free_energy"])),
         ("relative error", "-" if results["relative_error"] is None
          else f"{results['relative_error']:.3e}"),
         ("energy E", fmt(results["energy"], results["energy_stderr"])),

@@ -199,14 +199,22 @@ def _plots(out: Path, run: Run, state: TrainState, history: History, exact) -> N
 
 
 def _latents_by_scale(model, x):
-    """The NeuralRG latent variables of ``x`` by scale, when the model is a NeuralRG flow."""
-    from ..bijections import NeuralRG
+    """The NeuralRG latent variables of ``x`` by scale, when the model is a NeuralRG flow
+    (possibly followed by other layers, e.g. ``Chain([NeuralRG, SpectralScale])``)."""
+    from ..bijections import Chain, NeuralRG
     from ..distributions import Transformed, Z2Symmetrized
 
     while isinstance(model, Z2Symmetrized):
         model = model.base
-    if isinstance(model, Transformed) and isinstance(model.bijection, NeuralRG):
-        return [np.asarray(z) for z in model.bijection.latents_by_scale(x)]
+    if not isinstance(model, Transformed):
+        return None
+    bij = model.bijection
+    if isinstance(bij, Chain) and isinstance(bij.bijections[0], NeuralRG):
+        for layer in reversed(bij.bijections[1:]):  # undo the layers after the hierarchy
+            x = layer.inverse(x)
+        bij = bij.bijections[0]
+    if isinstance(bij, NeuralRG):
+        return [np.asarray(z) for z in bij.latents_by_scale(x)]
     return None
 
 
