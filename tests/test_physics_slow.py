@@ -1,0 +1,42 @@
+"""Slow physics checks of whole trained runs (``pytest -m slow``).
+
+Each trains a model through the same path as ``thermax run`` and compares the estimates
+beyond the variational bound (importance-weighted ln Z, neural MCMC) with exact values.
+"""
+
+import pytest
+
+from thermax.catalog import build_run
+from thermax.train import execute
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def relaxed_l8(tmp_path_factory):
+    """NeuralRG flow on the relaxed Ising model, L = 8 at beta_c (about two minutes)."""
+    run = build_run("ising-relaxed", {"L": 8, "steps": 1000, "batch": 256,
+                                      "eval_batch": 32768, "seed": 1})
+    return execute(run, tmp_path_factory.mktemp("relaxed8"), progress=False)
+
+
+def test_relaxed_flow_bound_and_accuracy(relaxed_l8):
+    r = relaxed_l8
+    assert r["free_energy"] >= r["exact_free_energy"] - 4 * r["free_energy_stderr"]
+    assert r["relative_error"] < 5e-3, r["relative_error"]
+
+
+@pytest.mark.xfail(reason="known limitation: after 1000-2000 steps the flow's importance "
+                   "ln Z sits 3-5 standard errors below exact (2000 steps: 148.574 +- 0.018 vs "
+                   "148.655, ESS 8%): the weights are heavy-tailed, so the error bar is "
+                   "too small; a more expressive flow is needed", strict=False)
+def test_relaxed_flow_importance_log_z(relaxed_l8):
+    """ln Z from importance weights agrees with the exact relaxed ln Z (Kaufman + constant)
+    within 3 of its standard errors."""
+    r = relaxed_l8
+    exact_log_z = -r["beta"] * r["exact_free_energy"]
+    err = r["log_z_importance_stderr"]
+    assert err < 0.05 and r["ess_fraction"] > 0.05
+    assert abs(r["log_z_importance"] - exact_log_z) < 3 * err, (r["log_z_importance"],
+                                                                 exact_log_z, err)
+
