@@ -118,8 +118,10 @@ def draw_free_energy(ax, steps, f_per_site, exact_per_site: float | None = None,
     ax.legend(fontsize=7)
 
 
-def plot_history(path: Path, history: list[dict], exact: float | None, n: int) -> None:
-    """Free energy per site against step, with the exact value as a line."""
+def plot_history(path: Path, history: list[dict], exact: float | None, n: int, *,
+                 final: float | None = None, final_err: float | None = None) -> None:
+    """Free energy per site against step, with the exact value as a line and the final
+    evaluation (total ``final`` with its error ``final_err``) as a point."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -129,7 +131,9 @@ def plot_history(path: Path, history: list[dict], exact: float | None, n: int) -
     draw_free_energy(ax, [r["step"] for r in history],
                      [r["free_energy"] / n for r in history],
                      None if exact is None else exact / n,
-                     errors=[r["free_energy_stderr"] / n for r in history])
+                     errors=[r["free_energy_stderr"] / n for r in history],
+                     final=None if final is None else final / n,
+                     final_err=None if final_err is None else final_err / n)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
@@ -184,22 +188,28 @@ def plot_field_samples(path: Path, samples, title: str) -> None:
     plt.close(fig)
 
 
-def plot_latents_by_scale(path: Path, latents) -> None:
-    """Histograms of a flow's latent variables, one panel per scale (NeuralRG)."""
+def plot_latents_by_scale(path: Path, views) -> None:
+    """NeuralRG scales: a sample regenerated from its latents of scale >= s, for each s.
+
+    ``views`` is a list of ``(s, field)``; ``s = 0`` is the full sample, larger ``s`` keep
+    only coarser latent variables (finer ones set to 0), so the panels show the structure
+    each scale of the hierarchy carries.
+    """
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
     import numpy as np
 
-    k = len(latents)
-    fig, axes = plt.subplots(1, k, figsize=(2.4 * k, 2.4), squeeze=False)
-    for i, (ax, z) in enumerate(zip(axes[0], latents, strict=True)):
-        z = np.asarray(z).ravel()
-        ax.hist(z, bins=max(5, min(40, z.size // 4)), density=True, color=f"C{i}")
-        ax.set_title(f"scale {i}: {z.size} latents", fontsize=8)
-        ax.set_xlabel("z")
-    fig.suptitle("latent variables by scale (fine to coarse)")
+    k = len(views)
+    vmax = max(float(np.max(np.abs(x))) for _, x in views) or 1.0
+    fig, axes = plt.subplots(1, k, figsize=(2.2 * k, 2.6), squeeze=False)
+    for ax, (s, x) in zip(axes[0], views, strict=True):
+        ax.imshow(np.asarray(x), cmap="RdBu_r", vmin=-vmax, vmax=vmax, interpolation="nearest")
+        ax.set_title("all latents" if s == 0 else f"latents of scale >= {s}", fontsize=8)
+        ax.set_xticks([])
+        ax.set_yticks([])
+    fig.suptitle("NeuralRG: one sample from its coarse latent variables only")
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)

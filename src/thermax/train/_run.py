@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 from tqdm.auto import tqdm
 
@@ -167,7 +168,7 @@ def execute(run: Run, out_dir: str | Path, *, resume: bool = False,
     if run.report is not None:
         results.update(run.report(results))
     write_json(out / "results.json", results)
-    _plots(out, run, state, history, exact)
+    _plots(out, run, state, history, exact, results)
     return results
 
 
@@ -181,8 +182,10 @@ def _neural_mcmc(model, system, beta: float, cfg: dict, *, key) -> dict[str, Any
             "mcmc_energy_stderr": float(res.energy_stderr)}
 
 
-def _plots(out: Path, run: Run, state: TrainState, history: History, exact) -> None:
-    plot_history(out / "free_energy.png", history.read(), exact, run.system.n)
+def _plots(out: Path, run: Run, state: TrainState, history: History, exact,
+           results: dict) -> None:
+    plot_history(out / "free_energy.png", history.read(), exact, run.system.n,
+                 final=results["free_energy"], final_err=results["free_energy_stderr"])
     if run.model.kind == "spins":
         keys = jax.random.split(jax.random.key(0), 8)
         samples = jax.vmap(lambda k: state.model.sample(key=k))(keys)
@@ -193,14 +196,17 @@ def _plots(out: Path, run: Run, state: TrainState, history: History, exact) -> N
         samples = jax.vmap(lambda k: state.model.sample(key=k))(keys)
         plot_field_samples(out / "samples.png", np.asarray(samples),
                            f"{run.system_name}: flow samples")
-        latents = _latents_by_scale(state.model, samples[0])
-        if latents is not None:
-            plot_latents_by_scale(out / "latents.png", latents)
+        views = _coarse_views(state.model, key=jax.random.key(1))
+        if views is not None:
+            plot_latents_by_scale(out / "latents.png", views)
 
 
-def _latents_by_scale(model, x):
-    """The NeuralRG latent variables of ``x`` by scale, when the model is a NeuralRG flow
-    (possibly followed by other layers, e.g. ``Chain([NeuralRG, SpectralScale])``)."""
+def _coarse_views(model, *, key):
+    """For a NeuralRG flow: one sample regenerated from its latent variables of scale >= s
+    only (finer latents set to 0), for s = 0 (the full sample) up to the coarsest scale.
+
+    Shows what each scale of the hierarchy controls. ``None`` for other models.
+    """
     from ..bijections import Chain, NeuralRG
     from ..distributions import Transformed, Z2Symmetrized
 
@@ -209,13 +215,13 @@ def _latents_by_scale(model, x):
     if not isinstance(model, Transformed):
         return None
     bij = model.bijection
-    if isinstance(bij, Chain) and isinstance(bij.bijections[0], NeuralRG):
-        for layer in reversed(bij.bijections[1:]):  # undo the layers after the hierarchy
-            x = layer.inverse(x)
-        bij = bij.bijections[0]
-    if isinstance(bij, NeuralRG):
-        return [np.asarray(z) for z in bij.latents_by_scale(x)]
-    return None
+    rg = bij.bijections[0] if isinstance(bij, Chain) else bij
+    if not isinstance(rg, NeuralRG):
+        return None
+    z = model.base.sample(key=key)
+    scale = rg.scale_of_sites()
+    return [(s, np.asarray(bij.transform(jnp.where(scale >= s, z, 0.0))))
+            for s in range(rg.depth + 1)]
 
 
 def _version() -> str:
