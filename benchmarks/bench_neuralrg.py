@@ -29,21 +29,19 @@ CPU cores, i.e. <= 1.13 s.
 """
 
 import argparse
-import datetime
 import json
 import math
 import os
-import platform
-import statistics
-import subprocess
 import sys
-import time
 from pathlib import Path
 
 import equinox as eqx
 import jax
 import jax.numpy as jnp
 import optax
+
+# _timing.py sits next to this script (on sys.path when run as a script)
+from _timing import environment, time_train_steps
 
 from thermax.bijections import AffineCoupling, Chain, NeuralRG, Scan, channel_mask
 from thermax.distributions import StandardNormal, Transformed, Z2Symmetrized
@@ -87,35 +85,6 @@ def build_model(variant: str, *, size: int, n_couplings: int, hidden: tuple[int,
     return Z2Symmetrized(flow) if variant == "z2" else flow
 
 
-def _now() -> float:
-    return time.perf_counter()
-
-
-def time_epochs(trainer: Trainer, state, repeats: int) -> tuple[dict, dict]:
-    """AOT-compile ``trainer.step``; warm up; time ``repeats`` steps (state carried)."""
-    t0 = _now()
-    lowered = Trainer.step.lower(trainer, state)
-    t1 = _now()
-    compiled = lowered.compile()
-    t2 = _now()
-    state, stats = compiled(trainer, state)
-    jax.block_until_ready((state, stats))
-    warmup = _now() - t2
-    times, cpu = [], []
-    for _ in range(repeats):
-        t0w, t0c = _now(), time.process_time()
-        state, stats = compiled(trainer, state)
-        jax.block_until_ready((state, stats))
-        times.append(_now() - t0w)
-        cpu.append(time.process_time() - t0c)
-    if not bool(jnp.isfinite(stats.free_energy)):
-        raise RuntimeError(f"training step produced a non-finite F: {stats.free_energy}")
-    timing = {"median_s": statistics.median(times), "min_s": min(times), "warmup_s": warmup,
-              "all_s": times, "cpu_median_s": statistics.median(cpu),
-              "free_energy_per_site_last": float(stats.free_energy) / trainer.system.n}
-    return timing, {"lower_s": t1 - t0, "compile_s": t2 - t1}
-
-
 def bench_variant(variant: str, *, size: int, batch: int, n_couplings: int,
                   hidden: tuple[int, ...], repeats: int, key) -> dict:
     k_model, k_train = jax.random.split(key)
@@ -128,7 +97,7 @@ def bench_variant(variant: str, *, size: int, batch: int, n_couplings: int,
     state = trainer.init(model, key=k_train)
     print(f"[{variant}] compiling and timing {repeats} epochs ...", file=sys.stderr,
           flush=True)
-    timing, compile_s = time_epochs(trainer, state, repeats)
+    timing, compile_s = time_train_steps(trainer, state, repeats)
     n_params = sum(x.size for x in jax.tree.leaves(eqx.filter(model, eqx.is_inexact_array)))
     s = timing["median_s"]
     return {
@@ -139,27 +108,6 @@ def bench_variant(variant: str, *, size: int, batch: int, n_couplings: int,
         "speedup_vs_original": ORIGINAL_S_PER_EPOCH / s,
         "target": {"max_s_per_epoch": ORIGINAL_S_PER_EPOCH / REQUIRED_SPEEDUP, "value": s,
                    "holds": s <= ORIGINAL_S_PER_EPOCH / REQUIRED_SPEEDUP},
-    }
-
-
-def environment() -> dict:
-    try:
-        commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=HERE, capture_output=True,
-                                text=True, check=False).stdout.strip() or None
-    except OSError:
-        commit = None
-    return {
-        "time_utc": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
-        "python": platform.python_version(),
-        "platform": platform.platform(),
-        "cpu_count": os.cpu_count(),
-        "load_average": list(os.getloadavg()) if hasattr(os, "getloadavg") else None,
-        "jax": jax.__version__,
-        "equinox": eqx.__version__,
-        "backend": jax.default_backend(),
-        "devices": [str(d) for d in jax.devices()],
-        "xla_flags": os.environ.get("XLA_FLAGS", ""),
-        "git_commit": commit,
     }
 
 

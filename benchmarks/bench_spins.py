@@ -22,20 +22,19 @@ the median is reported. Targets: cached PixelCNN batch < 4 s, cached MADE batch 
 """
 
 import argparse
-import datetime
 import json
 import os
-import platform
 import statistics
-import subprocess
 import sys
-import time
 from pathlib import Path
 
 import equinox as eqx
 import jax
 import jax.numpy as jnp
 import optax
+
+# _timing.py sits next to this script (on sys.path when run as a script)
+from _timing import compile_ahead, environment, now, time_train_steps
 
 from thermax.distributions import AutoregressiveSpins
 from thermax.nn import MADE, PixelCNN
@@ -76,52 +75,18 @@ def log_prob_batch(model, xs):
     return jax.vmap(model.log_prob)(xs)
 
 
-def _now() -> float:
-    return time.perf_counter()
-
-
-def compile_ahead(jitted, *args):
-    """``(compiled, lower_s, compile_s)``: trace + lower, then XLA compile, timed apart."""
-    t0 = _now()
-    lowered = jitted.lower(*args)
-    t1 = _now()
-    compiled = lowered.compile()
-    t2 = _now()
-    return compiled, t1 - t0, t2 - t1
-
-
 def time_calls(fn, args, repeats: int) -> dict:
     """Warm-up once, then ``repeats`` timed calls of ``fn(*args)``."""
-    t0 = _now()
+    t0 = now()
     jax.block_until_ready(fn(*args))
-    warmup = _now() - t0
+    warmup = now() - t0
     times = []
     for _ in range(repeats):
-        t0 = _now()
+        t0 = now()
         jax.block_until_ready(fn(*args))
-        times.append(_now() - t0)
+        times.append(now() - t0)
     return {"median_s": statistics.median(times), "min_s": min(times), "warmup_s": warmup,
             "all_s": times}
-
-
-def time_train_steps(trainer: Trainer, state, repeats: int) -> tuple[dict, dict]:
-    """AOT-compile ``trainer.step``, then time it carrying the (donated) state along."""
-    compiled, lower_s, compile_s = compile_ahead(Trainer.step, trainer, state)
-    t0 = _now()
-    state, stats = compiled(trainer, state)
-    jax.block_until_ready((state, stats))
-    warmup = _now() - t0
-    times = []
-    for _ in range(repeats):
-        t0 = _now()
-        state, stats = compiled(trainer, state)
-        jax.block_until_ready((state, stats))
-        times.append(_now() - t0)
-    if not bool(jnp.isfinite(stats.free_energy)):
-        raise RuntimeError(f"training step produced a non-finite F: {stats.free_energy}")
-    timing = {"median_s": statistics.median(times), "min_s": min(times), "warmup_s": warmup,
-              "all_s": times}
-    return timing, {"lower_s": lower_s, "compile_s": compile_s}
 
 
 def bench_model(name: str, model, *, size: int, batch: int, naive_batch_size: int,
@@ -183,26 +148,6 @@ def bench_model(name: str, model, *, size: int, batch: int, naive_batch_size: in
             "sample_over_log_prob": {"target": f"<= {TARGET_RATIO}", "value": ratio,
                                      "holds": ratio <= TARGET_RATIO},
         },
-    }
-
-
-def environment() -> dict:
-    try:
-        commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=HERE, capture_output=True,
-                                text=True, check=False).stdout.strip() or None
-    except OSError:
-        commit = None
-    return {
-        "time_utc": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
-        "python": platform.python_version(),
-        "platform": platform.platform(),
-        "cpu_count": os.cpu_count(),
-        "load_average": list(os.getloadavg()) if hasattr(os, "getloadavg") else None,
-        "jax": jax.__version__,
-        "equinox": eqx.__version__,
-        "backend": jax.default_backend(),
-        "devices": [str(d) for d in jax.devices()],
-        "git_commit": commit,
     }
 
 

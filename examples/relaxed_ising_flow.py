@@ -27,8 +27,8 @@ import matplotlib.pyplot as plt
 import numpy as np
 import optax
 
-from thermax.bijections import Chain, NeuralRG, SpectralScale, lattice_real_nvp
-from thermax.distributions import StandardNormal, Transformed, Z2Symmetrized
+from thermax.bijections import Chain
+from thermax.distributions import Z2Symmetrized, lattice_flow
 from thermax.mcmc import neural_mcmc
 from thermax.objectives import PathwiseFreeEnergy
 from thermax.systems import RelaxedIsing
@@ -68,19 +68,11 @@ def main() -> None:
     beta, n, shape = args.beta, system.n, system.shape
     key_model, key_train, key_eval, key_mcmc, key_show = jax.random.split(
         jax.random.key(args.seed), 5)
-    hidden = (args.hidden_width,) * args.hidden_depth
-    if args.flow == "neuralrg":
-        bijection = NeuralRG(args.L, n_couplings=args.coupling_layers, hidden=hidden,
-                             key=key_model)
-    else:
-        bijection = lattice_real_nvp(shape, n_couplings=args.coupling_layers,
-                                     width=args.hidden_width, depth=args.hidden_depth,
-                                     key=key_model)
-    if args.spectral:   # fits the two-point function (the Gaussian part) exactly
-        bijection = Chain([bijection, SpectralScale(shape)])
-    model = Transformed(StandardNormal(shape), bijection)
-    if args.z2:
-        model = Z2Symmetrized(model)               # H(x) = H(-x)
+    # NeuralRG (or Real NVP) -> SpectralScale (fits the two-point function exactly),
+    # Z2-symmetrised since the energy is even; see lattice_flow for the pieces
+    model = lattice_flow(shape, flow=args.flow, n_couplings=args.coupling_layers,
+                         hidden_width=args.hidden_width, hidden_depth=args.hidden_depth,
+                         spectral=bool(args.spectral), z2=bool(args.z2), key=key_model)
 
     optimizer = optax.adam(optax.cosine_decay_schedule(args.lr, max(args.steps, 1), alpha=0.1))
     objective = PathwiseFreeEnergy(stick_the_landing=args.estimator == "stl")

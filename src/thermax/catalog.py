@@ -192,25 +192,20 @@ def _is_power_of_two(n: int) -> bool:
 
 
 def build_flow(system: AbstractSystem, cfg: dict, *, key) -> AbstractDistribution:
-    """The normalizing flow the options describe, on the system's lattice field."""
-    from .bijections import Chain, NeuralRG, SpectralScale, lattice_real_nvp
-    from .distributions import StandardNormal, Transformed
+    """The normalizing flow the options describe (:func:`thermax.distributions.lattice_flow`),
+    after checking the options against the lattice with errors that name the flags."""
+    from .distributions import lattice_flow
 
-    dtype = jnp.dtype(cfg["dtype"])
-    shape = system.shape
-    L = shape[0]
-    hidden = (cfg["hidden_width"],) * cfg["hidden_depth"]
+    L = system.shape[0]
+    depth = cfg["rg_depth"] or None
     if cfg["flow"] == "neuralrg":
         if not _is_power_of_two(L):
             raise OptionError(f"--flow neuralrg needs --L a power of two >= 2 (its 2x2 "
                               f"hierarchy halves the lattice at each scale), got --L {L}; "
                               "use --flow realnvp")
-        depth = cfg["rg_depth"] or None
         if depth is not None and depth > int(math.log2(L)):
             raise OptionError(f"--rg-depth {depth} is more than the log2(L) = "
                               f"{int(math.log2(L))} scales of an {L}x{L} lattice")
-        bij = NeuralRG(L, depth=depth, n_couplings=cfg["coupling_layers"], hidden=hidden, key=key,
-                       dtype=dtype)
     else:
         if L % 2:
             raise OptionError(f"--flow realnvp needs an even --L (checkerboard masks), got "
@@ -218,14 +213,10 @@ def build_flow(system: AbstractSystem, cfg: dict, *, key) -> AbstractDistributio
         if cfg["coupling_layers"] % 2:
             raise OptionError(f"--flow realnvp needs an even --coupling-layers (the two "
                               f"checkerboard parities alternate), got {cfg['coupling_layers']}")
-        bij = lattice_real_nvp(shape, n_couplings=cfg["coupling_layers"], width=cfg["hidden_width"],
-                               depth=cfg["hidden_depth"], key=key, dtype=dtype)
-    if cfg["spectral"]:
-        bij = Chain([bij, SpectralScale(shape, dtype=dtype)])
-    model: AbstractDistribution = Transformed(StandardNormal(shape, dtype=dtype), bij)
-    if cfg["z2"]:
-        model = Z2Symmetrized(model)
-    return model
+    return lattice_flow(system.shape, flow=cfg["flow"], n_couplings=cfg["coupling_layers"],
+                        hidden_width=cfg["hidden_width"], hidden_depth=cfg["hidden_depth"],
+                        rg_depth=depth, spectral=bool(cfg["spectral"]), z2=bool(cfg["z2"]),
+                        key=key, dtype=jnp.dtype(cfg["dtype"]))
 
 
 def _pathwise(cfg: dict) -> AbstractFreeEnergy:

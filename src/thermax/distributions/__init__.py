@@ -2,7 +2,7 @@
 
 from ._autoregressive import AutoregressiveSpins, Z2Symmetrized
 from ._base import AbstractDistribution, check_shape, sample_batch
-from ._flow import StandardNormal, Transformed
+from ._flow import StandardNormal, Transformed, lattice_flow
 
 __all__ = ["AbstractDistribution", "AutoregressiveSpins", "StandardNormal", "Transformed",
-           "Z2Symmetrized", "check_shape", "sample_batch"]
+           "Z2Symmetrized", "check_shape", "lattice_flow", "sample_batch"]

@@ -5,6 +5,7 @@ import math
 import equinox as eqx
 import jax
 import jax.numpy as jnp
+from jaxtyping import PRNGKeyArray
 
 from ..bijections._base import AbstractBijection
 from ._base import AbstractDistribution
@@ -75,3 +76,45 @@ class Transformed(AbstractDistribution):
         z, lp_z = self.base.sample_and_log_prob(key=key)
         x, log_det = self.bijection.transform_and_log_det(z)
         return x, lp_z - log_det
+
+
+def lattice_flow(shape: tuple[int, int], *, flow: str = "neuralrg", n_couplings: int = 10,
+                 hidden_width: int = 10, hidden_depth: int = 3, rg_depth: int | None = None,
+                 spectral: bool = True, z2: bool = True, key: PRNGKeyArray,
+                 dtype=None) -> AbstractDistribution:
+    """A ready-made flow for a real field on an ``L x L`` periodic lattice.
+
+    ``Transformed(StandardNormal(shape), bijection)`` with ``bijection``
+
+    - ``flow="neuralrg"``: :class:`thermax.bijections.NeuralRG` (``L`` a power of two;
+      ``n_couplings`` per 2x2 block, MLP conditioners ``hidden_width`` x ``hidden_depth``,
+      ``rg_depth`` scales, default all);
+    - ``flow="realnvp"``: :func:`thermax.bijections.lattice_real_nvp` (even ``L`` and
+      ``n_couplings``; conv conditioners of ``hidden_width`` channels, ``hidden_depth``
+      convolutions);
+
+    followed, with ``spectral``, by :class:`thermax.bijections.SpectralScale` (fits the
+    two-point function) and wrapped, with ``z2``, in :class:`Z2Symmetrized` (for
+    ``H(x) = H(-x)``). This is the model ``thermax run ising-relaxed`` and ``phi4`` train.
+
+    Example:
+        >>> model = lattice_flow((8, 8), key=jax.random.key(0))
+        >>> x, lp = model.sample_and_log_prob(key=jax.random.key(1))
+    """
+    from ..bijections import Chain, NeuralRG, SpectralScale, lattice_real_nvp
+    from ._autoregressive import Z2Symmetrized
+
+    shape = tuple(int(s) for s in shape)
+    if flow == "neuralrg":
+        bij: AbstractBijection = NeuralRG(shape[0], depth=rg_depth, n_couplings=n_couplings,
+                                          hidden=(hidden_width,) * hidden_depth, key=key,
+                                          dtype=dtype)
+    elif flow == "realnvp":
+        bij = lattice_real_nvp(shape, n_couplings=n_couplings, width=hidden_width,
+                               depth=hidden_depth, key=key, dtype=dtype)
+    else:
+        raise ValueError(f"lattice_flow: flow must be 'neuralrg' or 'realnvp', got {flow!r}")
+    if spectral:
+        bij = Chain([bij, SpectralScale(shape, dtype=dtype)])
+    model: AbstractDistribution = Transformed(StandardNormal(shape, dtype=dtype), bij)
+    return Z2Symmetrized(model) if z2 else model
