@@ -1,5 +1,14 @@
-"""Exact and reference results: Kaufman, Onsager, enumeration, the phi^4 reference."""
+"""Exact and reference results: Kaufman, Onsager, enumeration, the phi^4 reference, the
+Coulomb pair and Coulomb-cluster ground states."""
 
+from ._coulomb import (
+    SHELL_GAP,
+    WIGNER_2D,
+    CoulombGroundState,
+    coulomb_ground_state,
+    coulomb_pair_free_energy,
+    coulomb_pair_log_z,
+)
 from ._enumerate import (
     MAX_SPINS,
     all_spin_configurations,
@@ -16,7 +25,9 @@ from ._phi4 import (
     phi4_thermodynamic_integration,
 )
 
-__all__ = ["MAX_SPINS", "PHI4_REFERENCE", "all_spin_configurations", "enumerate_free_energy",
-           "enumerate_thermodynamics", "kaufman_log_z", "onsager_free_energy_per_site",
-           "phi4_hopping", "phi4_reference_free_energy", "phi4_reference_lookup",
-           "phi4_site_log_z", "phi4_thermodynamic_integration"]
+__all__ = ["MAX_SPINS", "PHI4_REFERENCE", "SHELL_GAP", "WIGNER_2D", "CoulombGroundState",
+           "all_spin_configurations", "coulomb_ground_state", "coulomb_pair_free_energy",
+           "coulomb_pair_log_z", "enumerate_free_energy", "enumerate_thermodynamics",
+           "kaufman_log_z", "onsager_free_energy_per_site", "phi4_hopping",
+           "phi4_reference_free_energy", "phi4_reference_lookup", "phi4_site_log_z",
+           "phi4_thermodynamic_integration"]
