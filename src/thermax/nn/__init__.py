@@ -1,9 +1,23 @@
-"""Neural-network building blocks: masked layers, autoregressive networks, conditioners."""
+"""Neural-network building blocks: masked layers, autoregressive networks, conditioners,
+velocity fields and potentials of continuous flows."""
 
 from ._autoregressive import MADE, AbstractMaskedChain, PixelCNN
 from ._conditioners import AbstractConditioner, ConvConditioner, MLPConditioner
 from ._masked import AbstractMaskedOp, MaskedConv2d, MaskedDense, prelu
+from ._velocity import AbstractVelocityField, jacobian_trace
+from ._velocity_fields import (
+    AbstractPotential,
+    BackflowField,
+    MLPPotential,
+    MLPVelocity,
+    MongeAmpereField,
+    OneHiddenLayerPotential,
+    ParticlePotential,
+    SymmetrizedPotential,
+)
 
 __all__ = ["MADE", "AbstractConditioner", "AbstractMaskedChain", "AbstractMaskedOp",
-           "ConvConditioner", "MLPConditioner", "MaskedConv2d", "MaskedDense", "PixelCNN",
-           "prelu"]
+           "AbstractPotential", "AbstractVelocityField", "BackflowField", "ConvConditioner",
+           "MLPConditioner", "MLPPotential", "MLPVelocity", "MaskedConv2d", "MaskedDense",
+           "MongeAmpereField", "OneHiddenLayerPotential", "ParticlePotential", "PixelCNN",
+           "SymmetrizedPotential", "jacobian_trace", "prelu"]
