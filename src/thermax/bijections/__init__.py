@@ -1,15 +1,27 @@
 """Bijections: invertible maps with exact log-Jacobians, the layers of normalizing flows."""
 
-from ._affine import Affine, ElementwiseAffine
+from ._affine import Affine, ElementwiseAffine, Scale
 from ._base import AbstractBijection
 from ._chain import Chain, Invert, Scan
+from ._continuous import (
+    ADJOINTS,
+    RK4,
+    SOLVERS,
+    AbstractDivergence,
+    ContinuousFlow,
+    ExactDivergence,
+    HutchinsonDivergence,
+    continuous_flow,
+    exact_log_det,
+)
 from ._coupling import AffineCoupling, channel_mask, checkerboard_mask
 from ._elementwise import SinhArcsinh
 from ._neuralrg import NeuralRG, PlaquetteRealNVP
 from ._realnvp import lattice_real_nvp
 from ._spectral import SpectralScale
 
-__all__ = ["AbstractBijection", "Affine", "AffineCoupling", "Chain", "ElementwiseAffine",
-           "Invert", "NeuralRG", "PlaquetteRealNVP", "Scan", "SinhArcsinh", "SpectralScale",
-           "channel_mask",
-           "checkerboard_mask", "lattice_real_nvp"]
+__all__ = ["ADJOINTS", "RK4", "SOLVERS", "AbstractBijection", "AbstractDivergence", "Affine",
+           "AffineCoupling", "Chain", "ContinuousFlow", "ElementwiseAffine", "ExactDivergence",
+           "HutchinsonDivergence", "Invert", "NeuralRG", "PlaquetteRealNVP", "Scale", "Scan",
+           "SinhArcsinh", "SpectralScale", "channel_mask", "checkerboard_mask",
+           "continuous_flow", "exact_log_det", "lattice_real_nvp"]

@@ -19,6 +19,9 @@ class Chain(AbstractBijection):
     direction. The layers are unrolled at trace time: for many *identical* layers use
     :class:`Scan`, whose compile time does not grow with depth.
 
+    A ``key``, where given and some layer :attr:`uses_key`, is split into one key per
+    layer; layer ``k`` gets the ``k``-th in both directions.
+
     Args:
         bijections: the layers, first applied first; all must act on the same shape.
 
@@ -45,17 +48,27 @@ class Chain(AbstractBijection):
             raise ValueError(f"Chain: every bijection must act on the same shape, got {listing}")
         self.bijections, self.shape = bijections, shapes[0]
 
-    def _transform_and_log_det(self, z):
+    @property
+    def uses_key(self) -> bool:
+        return any(b.uses_key for b in self.bijections)
+
+    def _keys(self, key):
+        if key is None:
+            return [None] * len(self.bijections)
+        return list(jax.random.split(key, len(self.bijections)))
+
+    def _transform_and_log_det(self, z, key=None):
         total = 0.0
-        for b in self.bijections:
-            z, log_det = b.transform_and_log_det(z)
+        for b, k in zip(self.bijections, self._keys(key), strict=True):
+            z, log_det = b.transform_and_log_det(z, key=k)
             total = total + log_det
         return z, total
 
-    def _inverse_and_log_det(self, x):
+    def _inverse_and_log_det(self, x, key=None):
         total = 0.0
-        for b in reversed(self.bijections):
-            x, log_det = b.inverse_and_log_det(x)
+        pairs = list(zip(self.bijections, self._keys(key), strict=True))
+        for b, k in reversed(pairs):
+            x, log_det = b.inverse_and_log_det(x, key=k)
             total = total + log_det
         return x, total
 
@@ -75,7 +88,9 @@ class Scan(AbstractBijection):
     :class:`Chain` over the ``n`` layers, but the layer is traced and compiled once, so
     compile time is flat in depth. Cost per direction: ``n`` times the layer's cost in that
     direction. To alternate masks, make the layer itself a :class:`Chain` of the two
-    parities.
+    parities. A ``key``, where given and the layer :attr:`uses_key`, is split into ``n``
+    per-layer keys scanned alongside the parameters (layer ``k`` gets the ``k``-th in
+    both directions).
 
     Args:
         stacked: the stacked layer (every array leaf has leading axis ``n``).
@@ -115,28 +130,36 @@ class Scan(AbstractBijection):
             raise ValueError(f"Scan.build: n must be >= 1, got {n}")
         return cls(eqx.filter_vmap(make_layer)(jax.random.split(key, n)), n)
 
-    def _run(self, y, inverse: bool):
-        params, static = eqx.partition(self.stacked, eqx.is_array)
+    @property
+    def uses_key(self) -> bool:
+        return self.stacked.uses_key
 
-        def step(y, p):
+    def _run(self, y, key, inverse: bool):
+        params, static = eqx.partition(self.stacked, eqx.is_array)
+        keys = None if key is None else jax.random.split(key, self.n)
+
+        def step(y, xs):
+            p, k = xs
             layer = eqx.combine(p, static)
             f = layer.inverse_and_log_det if inverse else layer.transform_and_log_det
-            return f(y)
+            return f(y, key=k)
 
-        y, log_dets = jax.lax.scan(step, _promoted(y, params), params, reverse=inverse)
+        y, log_dets = jax.lax.scan(step, _promoted(y, params), (params, keys),
+                                   reverse=inverse)
         return y, jnp.sum(log_dets)
 
-    def _transform_and_log_det(self, z):
-        return self._run(z, inverse=False)
+    def _transform_and_log_det(self, z, key=None):
+        return self._run(z, key, inverse=False)
 
-    def _inverse_and_log_det(self, x):
-        return self._run(x, inverse=True)
+    def _inverse_and_log_det(self, x, key=None):
+        return self._run(x, key, inverse=True)
 
 
 class Invert(AbstractBijection):
     """The inverse bijection: ``transform`` runs ``bijection``'s inverse and vice versa.
 
-    Which direction is fast is swapped with respect to ``bijection``.
+    Which direction is fast is swapped with respect to ``bijection``. A ``key`` is handed
+    on unchanged.
 
     Example:
         >>> b = Invert(Affine(3))   # transform is a triangular solve, inverse a matvec
@@ -150,8 +173,12 @@ class Invert(AbstractBijection):
             raise TypeError(f"Invert needs an AbstractBijection, got {type(bijection).__name__}")
         self.bijection, self.shape = bijection, tuple(bijection.shape)
 
-    def _transform_and_log_det(self, z):
-        return self.bijection.inverse_and_log_det(z)
+    @property
+    def uses_key(self) -> bool:
+        return self.bijection.uses_key
 
-    def _inverse_and_log_det(self, x):
-        return self.bijection.transform_and_log_det(x)
+    def _transform_and_log_det(self, z, key=None):
+        return self.bijection.inverse_and_log_det(z, key=key)
+
+    def _inverse_and_log_det(self, x, key=None):
+        return self.bijection.transform_and_log_det(x, key=key)

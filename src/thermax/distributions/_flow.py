@@ -46,6 +46,11 @@ class Transformed(AbstractDistribution):
     runs it backward. Gradients of samples and log-densities flow through both, so the
     same object serves the pathwise and the score-function estimators.
 
+    A bijection that :attr:`~thermax.bijections.AbstractBijection.uses_key` (a continuous
+    flow with a Hutchinson log-det estimate) gets its own key when sampling, split from
+    ``key``: its ``ln p`` is then an unbiased *estimate*. :meth:`log_prob` of a given
+    ``x`` passes no key and is exact (use it for importance weights).
+
     Example:
         >>> flow = Transformed(StandardNormal((8, 8)), bijection)
         >>> x, lp = flow.sample_and_log_prob(key=jax.random.key(0))
@@ -73,8 +78,11 @@ class Transformed(AbstractDistribution):
         return self.base.log_prob(z) + log_det
 
     def _sample_and_log_prob(self, key):
+        bijection_key = None
+        if self.bijection.uses_key:
+            key, bijection_key = jax.random.split(key)
         z, lp_z = self.base.sample_and_log_prob(key=key)
-        x, log_det = self.bijection.transform_and_log_det(z)
+        x, log_det = self.bijection.transform_and_log_det(z, key=bijection_key)
         return x, lp_z - log_det
 
 
