@@ -22,6 +22,7 @@ from typing import Any
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 import optax
 
 from .distributions import AbstractDistribution, AutoregressiveSpins, Z2Symmetrized
@@ -108,7 +109,9 @@ SPIN_MODEL = (
 
 FLOW_MODEL = (
     Option("flow", str, "neuralrg", "normalizing flow: Real NVP (checkerboard couplings, "
-           "conv conditioners) or the hierarchical neural RG", choices=("realnvp", "neuralrg")),
+           "conv conditioners), the hierarchical neural RG, or the continuous Monge-Ampere "
+           "flow (one-hidden-layer potential; see the ODE options)",
+           choices=("realnvp", "neuralrg", "monge-ampere")),
     Option("coupling_layers", int, 8, "affine coupling layers (realnvp: in total; neuralrg: per "
            "2x2 block)", check=_at_least(1)),
     Option("hidden_width", int, 10, "conditioner width (neuralrg: MLP units; realnvp: conv "
@@ -118,10 +121,49 @@ FLOW_MODEL = (
            check=_non_negative),
     Option("spectral", int, 1, "end the flow with a learnable translation-invariant linear "
            "layer (SpectralScale: fits the two-point function) (1) or not (0)", choices=(0, 1)),
-    Option("z2", int, 1, "Z2 symmetrisation (q(x)+q(-x))/2 (1) or none (0)", choices=(0, 1)),
+    Option("z2", int, 1, "Z2 symmetry: (q(x)+q(-x))/2, or for monge-ampere an even potential "
+           "(1), or none (0)", choices=(0, 1)),
+    Option("potential_width", int, 512, "monge-ampere: hidden units of the one-hidden-layer "
+           "potential", check=_at_least(1)),
     Option("estimator", str, "stl", "gradient estimator: pathwise (reparametrisation) or "
            "stl (sticking the landing)", choices=("pathwise", "stl")),
 )
+
+def _solver_names() -> tuple[str, ...]:
+    from .bijections import SOLVERS
+
+    return tuple(SOLVERS)
+
+
+def _adjoint_names() -> tuple[str, ...]:
+    from .bijections import ADJOINTS
+
+    return tuple(ADJOINTS)
+
+
+ODE = (
+    Option("solver", str, "tsit5", "continuous flows: the ODE solver (Diffrax)",
+           choices=_solver_names()),
+    Option("steps_ode", int, 20, "continuous flows: ODE steps over the flow time (constant "
+           "steps; with --controller pid the first step is time/steps)", check=_at_least(1)),
+    Option("ode_time", float, 1.0, "continuous flows: integration time of the flow",
+           check=_positive),
+    Option("controller", str, "constant", "continuous flows: step-size controller, constant "
+           "steps or adaptive PID (needs --rtol and --atol)", choices=("constant", "pid")),
+    Option("rtol", float, None, "continuous flows, --controller pid: relative tolerance",
+           check=_positive),
+    Option("atol", float, None, "continuous flows, --controller pid: absolute tolerance",
+           check=_positive),
+    Option("adjoint", str, "recursive", "continuous flows: how gradients pass the solver: "
+           "recursive (discretise-then-optimise, checkpointed), backsolve (continuous "
+           "adjoint, O(1) memory) or direct", choices=_adjoint_names()),
+    Option("divergence", str, "exact", "continuous flows: divergence for d ln p/dt, exact or "
+           "the Hutchinson estimator (unbiased, one JVP; evaluation stays exact)",
+           choices=("exact", "hutchinson")),
+    Option("probe", str, "gaussian", "continuous flows, --divergence hutchinson: probe "
+           "vectors", choices=("gaussian", "rademacher")),
+)
+
 
 MCMC = (
     Option("mcmc_steps", int, 0, "after training, neural MCMC steps per chain with the model "
@@ -149,7 +191,9 @@ class SystemEntry:
     build_model: Callable[..., AbstractDistribution] | None = None
     objective: Callable[[dict], AbstractFreeEnergy] = lambda cfg: ScoreFunctionFreeEnergy()
     beta: Callable[[dict], float] = lambda cfg: cfg["beta"]
-    report: Callable[[AbstractSystem, dict, dict], dict] | None = None
+    report: Callable[..., dict] | None = None
+    #: ``pictures(system, cfg, out_dir, model)`` draws system-specific pictures
+    pictures: Callable[..., None] | None = None
 
     def all_options(self) -> tuple[Option, ...]:
         opts = self.options + sum(self.groups, ()) + COMMON
@@ -198,6 +242,8 @@ def build_flow(system: AbstractSystem, cfg: dict, *, key) -> AbstractDistributio
 
     L = system.shape[0]
     depth = cfg["rg_depth"] or None
+    if cfg["flow"] == "monge-ampere":
+        return _monge_ampere_lattice(system, cfg, key=key)
     if cfg["flow"] == "neuralrg":
         if not _is_power_of_two(L):
             raise OptionError(f"--flow neuralrg needs --L a power of two >= 2 (its 2x2 "
@@ -219,13 +265,40 @@ def build_flow(system: AbstractSystem, cfg: dict, *, key) -> AbstractDistributio
                         key=key, dtype=jnp.dtype(cfg["dtype"]))
 
 
+def ode_flow(field, cfg: dict):
+    """The :class:`thermax.bijections.ContinuousFlow` of ``field`` the ODE options describe."""
+    from .bijections import continuous_flow
+
+    if cfg["controller"] == "pid" and (cfg["rtol"] is None or cfg["atol"] is None):
+        raise OptionError("--controller pid adapts the step size to tolerances; give both "
+                          f"--rtol and --atol (got --rtol {cfg['rtol']}, --atol {cfg['atol']})")
+    return continuous_flow(field, solver=cfg["solver"], steps=cfg["steps_ode"],
+                           controller=cfg["controller"], rtol=cfg["rtol"], atol=cfg["atol"],
+                           adjoint=cfg["adjoint"], divergence=cfg["divergence"],
+                           probe=cfg["probe"], t1=cfg["ode_time"])
+
+
+def _monge_ampere_lattice(system: AbstractSystem, cfg: dict, *, key) -> AbstractDistribution:
+    """Zhang, E & Wang's Monge-Ampere flow: v = grad phi with a one-hidden-layer potential
+    (even in x with --z2 1, so the flow commutes with x -> -x and no symmetrisation pass is
+    needed), integrated from a standard normal."""
+    from .distributions import StandardNormal, Transformed
+    from .nn import MongeAmpereField, OneHiddenLayerPotential
+
+    dtype = jnp.dtype(cfg["dtype"])
+    potential = OneHiddenLayerPotential(system.shape, hidden=cfg["potential_width"],
+                                        z2=bool(cfg["z2"]), key=key, dtype=dtype)
+    flow = ode_flow(MongeAmpereField(potential), cfg)
+    return Transformed(StandardNormal(system.shape, kind="field", dtype=dtype), flow)
+
+
 def _pathwise(cfg: dict) -> AbstractFreeEnergy:
     from .objectives import PathwiseFreeEnergy
 
     return PathwiseFreeEnergy(stick_the_landing=cfg["estimator"] == "stl")
 
 
-def _relaxed_report(system, cfg: dict, results: dict) -> dict:
+def _relaxed_report(system, cfg: dict, results: dict, model=None) -> dict:
     """The Ising free energy the relaxed one implies: F_Ising = F_relaxed + C / beta."""
     beta = cfg["beta"]
     const = system.relaxation_constant()
@@ -245,7 +318,127 @@ def _relaxed_report(system, cfg: dict, results: dict) -> dict:
     }
 
 
-def _phi4_report(system, cfg: dict, results: dict) -> dict:
+PARTICLE_FLOW = (
+    Option("flow", str, "cnf", "continuous flow of the particle coordinates: cnf (equivariant "
+           "backflow field v_i = sum_j eta(r_ij)(x_i - x_j) + mu(|x_i|) x_i) or monge-ampere "
+           "(v = grad phi, phi a symmetric sum of pair and one-body terms)",
+           choices=("cnf", "monge-ampere")),
+    Option("hidden_width", int, 32, "hidden units of the field's networks", check=_at_least(1)),
+    Option("hidden_depth", int, 2, "hidden layers of the field's networks", check=_at_least(1)),
+    Option("estimator", str, "pathwise", "gradient estimator: pathwise (reparametrisation) or "
+           "stl (sticking the landing; one extra inverse solve)", choices=("pathwise", "stl")),
+)
+
+
+def _coulomb(cfg: dict) -> AbstractSystem:
+    from .systems import CoulombTrap
+
+    return CoulombTrap(cfg["n"], cfg["dim"], trap=cfg["trap"], coupling=cfg["coupling"])
+
+
+@functools.lru_cache(maxsize=8)
+def _coulomb_ground_state(n: int, dim: int, trap: float, coupling: float):
+    from .exact import coulomb_ground_state
+
+    return coulomb_ground_state(n, dim, trap=trap, coupling=coupling)
+
+
+def _rotational_zero_modes(n: int, dim: int) -> int:
+    """Flat directions of a classical cluster's energy at its minimum: rigid rotations."""
+    if n == 1 or dim == 1:
+        return 0
+    if dim == 2:
+        return 1
+    return 2 if n == 2 else 3  # a linear molecule has two rotations in 3D
+
+
+def build_particle_flow(system: AbstractSystem, cfg: dict, *, key) -> AbstractDistribution:
+    """A permutation- and rotation-equivariant continuous flow for identical particles:
+    ``x = CNF(s z)``, ``z ~ N(0, I)``, with a learnable overall scale ``s`` started at the
+    width of the cloud (ground-state radius and thermal spread)."""
+    from .bijections import Chain, Scale
+    from .distributions import StandardNormal, Transformed
+    from .nn import BackflowField, MongeAmpereField, ParticlePotential
+
+    n, dim = system.shape
+    dtype = jnp.dtype(cfg["dtype"])
+    width, depth = cfg["hidden_width"], cfg["hidden_depth"]
+    if cfg["flow"] == "cnf":
+        field = BackflowField(n, dim, width=width, depth=depth, key=key, dtype=dtype)
+    else:
+        field = MongeAmpereField(ParticlePotential(n, dim, width=width, depth=depth, key=key,
+                                                   dtype=dtype))
+    ground = _coulomb_ground_state(n, dim, float(cfg["trap"]), float(cfg["coupling"]))
+    spread = float(ground.radii @ ground.radii) / (n * dim) + 1.0 / (2 * cfg["beta"] * cfg["trap"])
+    scale = Scale(system.shape, log_scale=0.5 * math.log(spread))
+    return Transformed(StandardNormal(system.shape, kind="particles", dtype=dtype),
+                       Chain([scale, ode_flow(field, cfg)]))
+
+
+def _coulomb_report(system, cfg: dict, results: dict, model=None) -> dict:
+    """Labelled particles; the ground state and its harmonic low-temperature energy; dF/d
+    trap and dF/d coupling by automatic differentiation (and exactly for n = 2)."""
+    from .systems import CoulombTrap
+
+    n, dim = system.shape
+    beta = results["beta"]
+    ground = _coulomb_ground_state(n, dim, float(cfg["trap"]), float(cfg["coupling"]))
+    harmonic = ground.energy + (n * dim - _rotational_zero_modes(n, dim)) / (2 * beta)
+    out: dict[str, Any] = {
+        "particles": "labelled",
+        "dim": dim,
+        "energy_per_particle": results["energy"] / n,
+        "ground_state_energy": ground.energy,
+        "ground_state_energy_per_particle": ground.energy / n,
+        "ground_state_shells": list(ground.shells),
+        "harmonic_energy": harmonic,
+    }
+    if model is not None:
+        from .bijections import exact_log_det
+        from .objectives import free_energy_derivatives
+
+        def make(trap, coupling):
+            return CoulombTrap(n, dim, trap=trap, coupling=coupling)
+
+        d = free_energy_derivatives(
+            exact_log_det(model), make, {"trap": cfg["trap"], "coupling": cfg["coupling"]},
+            beta, key=jax.random.key(cfg["seed"] + 1), n_samples=min(cfg["eval_batch"], 4096))
+        out.update({"dF_dtrap": d["dF/dtrap"], "dF_dtrap_stderr": d["dF/dtrap_stderr"],
+                    "dF_dcoupling": d["dF/dcoupling"],
+                    "dF_dcoupling_stderr": d["dF/dcoupling_stderr"]})
+    exact = _coulomb_exact_derivatives(n, dim, beta, cfg["trap"], cfg["coupling"])
+    out.update({"exact_dF_dtrap": exact[0], "exact_dF_dcoupling": exact[1]})
+    return out
+
+
+def _coulomb_pictures(system, cfg: dict, out_dir: Path, model) -> None:
+    """samples.png (a few samples over the ground state) and density.png (the particle
+    density of 4096 samples, with the ground state's shell radii)."""
+    from .train import plot_particle_density, plot_particle_samples
+
+    n, dim = system.shape
+    ground = _coulomb_ground_state(n, dim, float(cfg["trap"]), float(cfg["coupling"]))
+    keys = jax.random.split(jax.random.key(cfg["seed"] + 2), 4096)
+    xs = np.asarray(jax.vmap(lambda k: model.sample(key=k))(keys))
+    plot_particle_samples(xs, out_dir / "samples.png", ground_state=ground)
+    plot_particle_density(xs, out_dir / "density.png", ground_state=ground)
+
+
+def _coulomb_exact_derivatives(n: int, dim: int, beta: float, trap: float, coupling: float):
+    """dF/dtrap and dF/dcoupling of the exact n = 2 free energy by autodiff (else None)."""
+    if n != 2:
+        return None, None
+    from .exact import coulomb_pair_log_z
+
+    def free_energy(trap, coupling):
+        return -coulomb_pair_log_z(beta, dim, trap, coupling) / beta
+
+    grads = jax.grad(free_energy, argnums=(0, 1))(jnp.asarray(trap, float),
+                                                   jnp.asarray(coupling, float))
+    return float(grads[0]), float(grads[1])
+
+
+def _phi4_report(system, cfg: dict, results: dict, model=None) -> dict:
     from .exact._phi4 import phi4_reference_lookup
 
     ref = phi4_reference_lookup(cfg["L"], cfg["kappa"], cfg["lam"])
@@ -283,8 +476,8 @@ SYSTEMS: dict[str, SystemEntry] = {
         _relaxed_ising,
         defaults={"beta": 0.4406867935097715, "beta_anneal": 0.0, "steps": 1000, "batch": 256,
                   "eval_batch": 8192, "lr": 3e-3, "lr_schedule": "cosine",
-                  "coupling_layers": 10},
-        groups=(CLASSICAL, FLOW_MODEL, MCMC),
+                  "coupling_layers": 10, "solver": "rk4", "steps_ode": 50, "ode_time": 5.0},
+        groups=(CLASSICAL, FLOW_MODEL, ODE, MCMC),
         build_model=build_flow,
         objective=_pathwise,
         report=_relaxed_report,
@@ -303,6 +496,23 @@ SYSTEMS: dict[str, SystemEntry] = {
         objective=_pathwise,
         beta=lambda cfg: 1.0,
         report=_phi4_report,
+    ),
+    "coulomb-trap": SystemEntry(
+        "coulomb-trap", "classical Coulomb gas in a harmonic trap, H = sum 1/r_ij + sum |x_i|^2 "
+        "(labelled particles; exact for n <= 2; ground state by minimisation)",
+        (Option("n", int, 6, "number of particles", check=_at_least(1)),
+         Option("dim", int, 2, "spatial dimension", choices=(1, 2, 3)),
+         Option("trap", float, 1.0, "trap strength (H has trap * sum |x_i|^2)", check=_positive),
+         Option("coupling", float, 1.0, "Coulomb coupling (H has coupling * sum 1/r_ij)",
+                check=_non_negative)),
+        _coulomb,
+        defaults={"beta": 10.0, "beta_anneal": 0.0, "steps": 1000, "batch": 256,
+                  "eval_batch": 8192, "lr": 3e-3, "lr_schedule": "cosine", "clip_grad": 10.0},
+        groups=(CLASSICAL, PARTICLE_FLOW, ODE, MCMC),
+        build_model=build_particle_flow,
+        objective=_pathwise,
+        report=_coulomb_report,
+        pictures=_coulomb_pictures,
     ),
 }
 
@@ -398,10 +608,16 @@ def build_run(system: str, options: dict[str, Any], *, devices=None) -> Run:
         raise OptionError(f"--batch {cfg['batch']} must be divisible by the number of "
                           f"devices ({mesh.size})")
     make_model = ent.build_model or build_model
-    model = make_model(sys_, cfg, key=model_key(cfg["seed"]))
+    try:
+        model = make_model(sys_, cfg, key=model_key(cfg["seed"]))
+    except OptionError:
+        raise
+    except ValueError as err:
+        raise OptionError(str(err)) from None
     beta = ent.beta(cfg)
     trainer = Trainer(ent.objective(cfg), _optimizer(cfg), sys_, beta=beta,
                       beta_anneal=cfg.get("beta_anneal", 0.0), batch=cfg["batch"], mesh=mesh)
     exact = sys_.exact_free_energy(beta)
     report = None if ent.report is None else functools.partial(ent.report, sys_, cfg)
-    return Run(system, cfg, sys_, model, trainer, exact, report=report)
+    pictures = None if ent.pictures is None else functools.partial(ent.pictures, sys_, cfg)
+    return Run(system, cfg, sys_, model, trainer, exact, report=report, pictures=pictures)

@@ -18,6 +18,7 @@ import jax.numpy as jnp
 import numpy as np
 from tqdm.auto import tqdm
 
+from ..bijections import exact_log_det
 from ..distributions import AbstractDistribution
 from ..systems import AbstractSystem
 from ._checkpoint import load_checkpoint, read_checkpoint_meta, save_checkpoint
@@ -45,8 +46,12 @@ class Run:
     trainer: Trainer
     exact_free_energy: float | None
     extra_results: dict[str, Any] = dataclasses.field(default_factory=dict)
-    #: ``report(results) -> dict`` adds system-specific keys to results.json
+    #: ``report(results, model=trained_model) -> dict`` adds system-specific keys to
+    #: results.json
     report: Callable[[dict], dict] | None = None
+    #: ``pictures(out_dir, trained_model)`` draws system-specific pictures (particle
+    #: densities...) besides the standard ones
+    pictures: Callable[[Path, AbstractDistribution], None] | None = None
 
 
 class Interrupted(Exception):
@@ -145,7 +150,8 @@ def execute(run: Run, out_dir: str | Path, *, resume: bool = False,
     checkpoint(state)
 
     beta = float(cfg["beta"]) if "beta" in cfg else float(trainer.beta)
-    figures = evaluate(state.model, run.system, beta, key=k_eval,
+    # a Hutchinson divergence trains with a noisy ln p; evaluate with the exact one
+    figures = evaluate(exact_log_det(state.model), run.system, beta, key=k_eval,
                        n_samples=int(cfg["eval_batch"]), chunk=trainer.batch, mesh=trainer.mesh)
     if int(cfg.get("mcmc_steps", 0)) > 0:
         figures.update(_neural_mcmc(state.model, run.system, beta, cfg, key=k_eval))
@@ -166,7 +172,7 @@ def execute(run: Run, out_dir: str | Path, *, resume: bool = False,
         **run.extra_results,
     }
     if run.report is not None:
-        results.update(run.report(results))
+        results.update(run.report(results, model=state.model))
     write_json(out / "results.json", results)
     _plots(out, run, state, history, exact, results)
     return results
@@ -199,6 +205,8 @@ def _plots(out: Path, run: Run, state: TrainState, history: History, exact,
         views = _coarse_views(state.model, key=jax.random.key(1))
         if views is not None:
             plot_latents_by_scale(out / "latents.png", views)
+    if run.pictures is not None:
+        run.pictures(out, state.model)
 
 
 def _coarse_views(model, *, key):
