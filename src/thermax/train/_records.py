@@ -58,9 +58,10 @@ def summary_table(results: dict) -> str:
         return f"{value:.6f} +- {err:.6f}" if err is not None else f"{value:.6f}"
 
     n = results["n"]
+    unit = "particle" if results.get("particles") else "site"
     rows = [
         ("free energy F", fmt(results["free_energy"], results["free_energy_stderr"])),
-        ("F per site", fmt(results["free_energy"] / n, results["free_energy_stderr"] / n)),
+        (f"F per {unit}", fmt(results["free_energy"] / n, results["free_energy_stderr"] / n)),
         ("exact (or reference) F", fmt(results["exact_free_energy"])),
         ("relative error", "-" if results["relative_error"] is None
          else f"{results['relative_error']:.3e}"),
@@ -78,6 +79,19 @@ def summary_table(results: dict) -> str:
             ("Ising rel. error", "-" if results.get("ising_relative_error") is None
              else f"{results['ising_relative_error']:.3e}"),
         ]
+    if results.get("ground_state_energy") is not None:  # a particle system
+        rows += [
+            ("E per particle", fmt(results["energy_per_particle"],
+                                   results["energy_stderr"] / n)),
+            ("ground state E/n", fmt(results["ground_state_energy_per_particle"])
+             + f"  shells {tuple(results['ground_state_shells'])}"),
+            ("harmonic E/n", fmt(results["harmonic_energy"] / n)),
+        ]
+        if results.get("dF_dtrap") is not None:
+            rows.append(("dF/dtrap (autodiff)", fmt(results["dF_dtrap"],
+                                                    results["dF_dtrap_stderr"])
+                         + ("" if results.get("exact_dF_dtrap") is None
+                            else f"  exact {results['exact_dF_dtrap']:.6f}")))
     if results.get("mcmc_energy") is not None:
         rows += [
             ("neural MCMC E", fmt(results["mcmc_energy"], results["mcmc_energy_stderr"])),
