@@ -73,3 +73,16 @@ def make_net():
         return cache[name]
 
     return make
+
+
+@pytest.fixture
+def without_jaxtyping():
+    """jaxtyping's runtime checks off for one test, so that it sees the library's own
+    argument checks (what a user who does not run jaxtyping gets)."""
+    import jaxtyping
+
+    jaxtyping.config.update("jaxtyping_disable", True)
+    try:
+        yield
+    finally:
+        jaxtyping.config.update("jaxtyping_disable", False)

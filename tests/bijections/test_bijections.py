@@ -99,7 +99,8 @@ def _checks(b, z, x):
         fwd=fwd, ld=ld, back=back, ild_at_fwd=ild_at_fwd, inv=inv, ild=ild, again=again,
         jac_ld=jax.vmap(functools.partial(jac_logdet, b.transform))(z),
         jac_ild=jax.vmap(functools.partial(jac_logdet, b.inverse))(x),
-        single=b.transform_and_log_det(z[0]), single_inv=b.inverse_and_log_det(x[0]))
+        single=b.transform_and_log_det(z[0]), single_inv=b.inverse_and_log_det(x[0]),
+        batch=b.transform_and_log_det_batch(z), batch_inv=b.inverse_and_log_det_batch(x))
 
 
 @functools.cache
@@ -167,6 +168,17 @@ def test_vmap_matches_unbatched(name):
 
 
 @names
+def test_batch_methods_match_vmap(name):
+    """The batch methods (vmap by default; Chain, Scan and Invert compose their layers'
+    batch methods) equal the vmapped per-configuration methods."""
+    *_, r = conformance(name)
+    close(r["batch"][0], r["fwd"], rtol=1e-13, atol=1e-13)
+    close(r["batch"][1], r["ld"], rtol=1e-13, atol=1e-13)
+    close(r["batch_inv"][0], r["inv"], rtol=1e-13, atol=1e-13)
+    close(r["batch_inv"][1], r["ild"], rtol=1e-13, atol=1e-13)
+
+
+@names
 def test_keeps_float64(name):
     *_, r = conformance(name)
     for key in ("fwd", "ld", "inv", "ild"):
@@ -181,6 +193,11 @@ def test_wrong_shape_raises(name):
             b.transform_and_log_det(bad)
         with pytest.raises(ValueError, match=r"expected a configuration of shape"):
             b.inverse_and_log_det(bad)
+    for bad in (jnp.zeros(b.shape), jnp.zeros((2, *b.shape, 1)), jnp.zeros((2, 1, *b.shape))):
+        with pytest.raises(ValueError, match=r"expected a batch of configurations of shape"):
+            b.transform_and_log_det_batch(bad)
+        with pytest.raises(ValueError, match=r"expected a batch of configurations of shape"):
+            b.inverse_and_log_det_batch(bad)
 
 
 @pytest.mark.parametrize("name", ["affine", "coupling-checkerboard-mlp", "scan"])

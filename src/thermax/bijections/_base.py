@@ -4,15 +4,17 @@ import abc
 from typing import ClassVar
 
 import equinox as eqx
-from jaxtyping import Array, Float, PRNGKeyArray
+import jax
+from jaxtyping import Array, Float, Key, PRNGKeyArray
 
-from .._checks import check_shape
+from .._checks import check_batch, check_shape
 
 
 class AbstractBijection(eqx.Module):
     """An invertible map ``x = g(z)`` of one configuration, with its log-Jacobian.
 
-    It acts on **one** configuration of shape ``shape`` (batch with ``jax.vmap``).
+    It acts on **one** configuration of shape ``shape``; the ``*_batch`` methods act on a
+    batch (a leading axis), by default ``jax.vmap`` of the per-configuration methods.
 
     - :meth:`transform_and_log_det` maps ``z -> x`` and returns ``ln |det dx/dz|``;
     - :meth:`inverse_and_log_det` maps ``x -> z`` and returns ``ln |det dz/dx|``
@@ -33,6 +35,18 @@ class AbstractBijection(eqx.Module):
     is exact. Deterministic bijections ignore a key they are given, and their hooks take
     none. Composites (:class:`Chain`, :class:`Scan`, :class:`Invert`) report ``uses_key``
     from their children and split the key among them.
+
+    **Batches.** :meth:`transform_and_log_det_batch` and :meth:`inverse_and_log_det_batch`
+    take configurations ``(batch, *shape)`` and optionally one key per configuration;
+    they check shapes once and call the private hooks ``_transform_and_log_det_batch`` /
+    ``_inverse_and_log_det_batch`` (which get ``keys`` only where ``uses_key``, else
+    ``None``). The default hooks ``jax.vmap`` the per-configuration methods, so a
+    bijection needs no batch code. A bijection overrides them where a whole-batch
+    computation is cheaper: :class:`ContinuousFlow` solves one ODE for the whole batch
+    (its parameters' cotangents are then summed by its matmuls rather than carried per
+    sample through the solver's loop), and the composites hand the batch to their
+    children's batch methods. An override must return what the default returns, to float
+    rounding (with an adaptive ODE solver, to its tolerance).
     """
 
     shape: eqx.AbstractVar[tuple[int, ...]]
@@ -69,6 +83,44 @@ class AbstractBijection(eqx.Module):
                 ) -> Float[Array, "*shape"]:
         """``z = g^{-1}(x)``."""
         return self.inverse_and_log_det(x, key=key)[0]
+
+    def transform_and_log_det_batch(
+        self, zs: Float[Array, " batch *shape"], *, keys: Key[Array, " batch"] | None = None
+    ) -> tuple[Float[Array, " batch *shape"], Float[Array, " batch"]]:
+        """:meth:`transform_and_log_det` of each configuration of ``zs``, configuration
+        ``i`` with ``keys[i]`` (where given and ``uses_key``).
+
+        Equals ``jax.vmap`` of :meth:`transform_and_log_det` over ``zs`` and ``keys``.
+
+        Example:
+            >>> xs, log_dets = flow.transform_and_log_det_batch(
+            ...     zs, keys=jax.random.split(jax.random.key(0), zs.shape[0]))
+        """
+        check_batch(zs, self.shape, keys, f"{type(self).__name__}.transform_and_log_det_batch")
+        return self._transform_and_log_det_batch(zs, keys if self.uses_key else None)
+
+    def inverse_and_log_det_batch(
+        self, xs: Float[Array, " batch *shape"], *, keys: Key[Array, " batch"] | None = None
+    ) -> tuple[Float[Array, " batch *shape"], Float[Array, " batch"]]:
+        """:meth:`inverse_and_log_det` of each configuration of ``xs``, configuration ``i``
+        with ``keys[i]`` (where given and ``uses_key``).
+
+        Equals ``jax.vmap`` of :meth:`inverse_and_log_det` over ``xs`` and ``keys``.
+        """
+        check_batch(xs, self.shape, keys, f"{type(self).__name__}.inverse_and_log_det_batch")
+        return self._inverse_and_log_det_batch(xs, keys if self.uses_key else None)
+
+    def _transform_and_log_det_batch(self, zs: Array, keys: Array | None
+                                     ) -> tuple[Array, Array]:
+        if keys is None:
+            return jax.vmap(lambda z: self.transform_and_log_det(z))(zs)
+        return jax.vmap(lambda z, k: self.transform_and_log_det(z, key=k))(zs, keys)
+
+    def _inverse_and_log_det_batch(self, xs: Array, keys: Array | None
+                                   ) -> tuple[Array, Array]:
+        if keys is None:
+            return jax.vmap(lambda x: self.inverse_and_log_det(x))(xs)
+        return jax.vmap(lambda x, k: self.inverse_and_log_det(x, key=k))(xs, keys)
 
     @abc.abstractmethod
     def _transform_and_log_det(self, z: Array) -> tuple[Array, Array]:

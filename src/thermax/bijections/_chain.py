@@ -20,7 +20,8 @@ class Chain(AbstractBijection):
     :class:`Scan`, whose compile time does not grow with depth.
 
     A ``key``, where given and some layer :attr:`uses_key`, is split into one key per
-    layer; layer ``k`` gets the ``k``-th in both directions.
+    layer; layer ``k`` gets the ``k``-th in both directions. The batch methods hand the
+    whole batch to each layer's batch method, configuration ``i``'s key split as alone.
 
     Args:
         bijections: the layers, first applied first; all must act on the same shape.
@@ -72,6 +73,32 @@ class Chain(AbstractBijection):
             total = total + log_det
         return x, total
 
+    def _batch_keys(self, keys):
+        if keys is None:
+            return [None] * len(self.bijections)
+        split = _split_each(keys, len(self.bijections))
+        return [split[:, i] for i in range(len(self.bijections))]
+
+    def _transform_and_log_det_batch(self, zs, keys):
+        total = 0.0
+        for b, k in zip(self.bijections, self._batch_keys(keys), strict=True):
+            zs, log_det = b.transform_and_log_det_batch(zs, keys=k)
+            total = total + log_det
+        return zs, total
+
+    def _inverse_and_log_det_batch(self, xs, keys):
+        total = 0.0
+        pairs = list(zip(self.bijections, self._batch_keys(keys), strict=True))
+        for b, k in reversed(pairs):
+            xs, log_det = b.inverse_and_log_det_batch(xs, keys=k)
+            total = total + log_det
+        return xs, total
+
+
+def _split_each(keys, n: int):
+    """``split(keys[i], n)`` for each key: shape ``(batch, n)``."""
+    return jax.vmap(lambda k: jax.random.split(k, n))(keys)
+
 
 def _promoted(y, tree):
     """``y`` cast to the dtype the layers' floating parameters promote it to."""
@@ -90,7 +117,8 @@ class Scan(AbstractBijection):
     direction. To alternate masks, make the layer itself a :class:`Chain` of the two
     parities. A ``key``, where given and the layer :attr:`uses_key`, is split into ``n``
     per-layer keys scanned alongside the parameters (layer ``k`` gets the ``k``-th in
-    both directions).
+    both directions). The batch methods scan the layer's batch method over the layers,
+    configuration ``i``'s key split as alone.
 
     Args:
         stacked: the stacked layer (every array leaf has leading axis ``n``).
@@ -148,18 +176,39 @@ class Scan(AbstractBijection):
                                    reverse=inverse)
         return y, jnp.sum(log_dets)
 
+    def _run_batch(self, ys, keys, inverse: bool):
+        params, static = eqx.partition(self.stacked, eqx.is_array)
+        # (n, batch): layer k gets split(keys[i], n)[k] for configuration i.
+        keys = None if keys is None else jnp.swapaxes(_split_each(keys, self.n), 0, 1)
+
+        def step(ys, xs):
+            p, k = xs
+            layer = eqx.combine(p, static)
+            f = layer.inverse_and_log_det_batch if inverse else layer.transform_and_log_det_batch
+            return f(ys, keys=k)
+
+        ys, log_dets = jax.lax.scan(step, _promoted(ys, params), (params, keys),
+                                    reverse=inverse)
+        return ys, jnp.sum(log_dets, axis=0)
+
     def _transform_and_log_det(self, z, key=None):
         return self._run(z, key, inverse=False)
 
     def _inverse_and_log_det(self, x, key=None):
         return self._run(x, key, inverse=True)
 
+    def _transform_and_log_det_batch(self, zs, keys):
+        return self._run_batch(zs, keys, inverse=False)
+
+    def _inverse_and_log_det_batch(self, xs, keys):
+        return self._run_batch(xs, keys, inverse=True)
+
 
 class Invert(AbstractBijection):
     """The inverse bijection: ``transform`` runs ``bijection``'s inverse and vice versa.
 
     Which direction is fast is swapped with respect to ``bijection``. A ``key`` is handed
-    on unchanged.
+    on unchanged, and a batch to ``bijection``'s batch methods.
 
     Example:
         >>> b = Invert(Affine(3))   # transform is a triangular solve, inverse a matvec
@@ -182,3 +231,9 @@ class Invert(AbstractBijection):
 
     def _inverse_and_log_det(self, x, key=None):
         return self.bijection.transform_and_log_det(x, key=key)
+
+    def _transform_and_log_det_batch(self, zs, keys):
+        return self.bijection.inverse_and_log_det_batch(zs, keys=keys)
+
+    def _inverse_and_log_det_batch(self, xs, keys):
+        return self.bijection.transform_and_log_det_batch(xs, keys=keys)

@@ -196,7 +196,52 @@ def _augmented_vector_field(t, y, args):
     return v, jnp.asarray(div, x.dtype)
 
 
+def _batched_vector_field(t, y, args):
+    """The augmented field of a whole batch ``(xs, log_dets)``: the per-configuration field
+    vmapped over the batch, with the field itself (in ``args``) unbatched."""
+    field, estimator, probes = args
+    xs, _ = y
+    if probes is None:
+        v, div = jax.vmap(lambda x: estimator.velocity_and_divergence(field, t, x))(xs)
+    else:
+        v, div = jax.vmap(lambda x, p: estimator.velocity_and_divergence(field, t, x, p)
+                          )(xs, probes)
+    return v, jnp.asarray(div, xs.dtype)
+
+
 _TERM = diffrax.ODETerm(_augmented_vector_field)
+_BATCH_TERM = diffrax.ODETerm(_batched_vector_field)
+
+
+class _WorstSampleNorm(eqx.Module):
+    """The error norm of a batched solve: the largest of the per-configuration norms, so
+    a step is accepted only if it is accurate enough for every configuration.
+
+    It applies to the batched state ``(xs, log_dets)`` of configurations of ``shape``;
+    any other state (``BacksolveAdjoint``'s adjoint ODE, whose parameter cotangents are
+    summed over the batch) gets the controller's own norm."""
+
+    norm: Callable
+    shape: tuple[int, ...] = eqx.field(static=True)
+
+    def __call__(self, y):
+        if (isinstance(y, tuple) and len(y) == 2 and jnp.ndim(y[0]) == len(self.shape) + 1
+                and jnp.shape(y[0])[1:] == self.shape
+                and jnp.shape(y[1]) == jnp.shape(y[0])[:1]):
+            return jnp.max(jax.vmap(self.norm)(y))
+        return self.norm(y)
+
+
+def _per_sample_error_control(controller, shape: tuple[int, ...]):
+    """``controller`` with the error norm of every ``PIDController`` in it replaced by the
+    largest per-configuration norm over a batch of configurations of ``shape``."""
+    def swap(node):
+        if isinstance(node, diffrax.PIDController):
+            return eqx.tree_at(lambda c: c.norm, node, _WorstSampleNorm(node.norm, shape))
+        return node
+
+    return jax.tree.map(swap, controller,
+                        is_leaf=lambda node: isinstance(node, diffrax.PIDController))
 
 
 # ----------------------------------------------------------------------------------------
@@ -243,6 +288,24 @@ class ContinuousFlow(AbstractBijection):
     the continuous adjoint backwards (O(1) memory, gradients to solver tolerance);
     ``DirectAdjoint``/``ForwardMode`` also support forward-mode autodiff (``jax.jacfwd``).
     A solve that exceeds ``max_steps`` raises (Diffrax's ``throw=True``).
+
+    **Batches.** :meth:`transform_and_log_det_batch` and :meth:`inverse_and_log_det_batch`
+    solve the whole batch as one ODE, of state ``(xs, log_dets)`` of shapes
+    ``(batch, *shape)`` and ``(batch,)``, the field vmapped over the batch. The field's
+    parameters stay unbatched, so the backward pass sums their cotangents over the batch
+    inside its matmuls, instead of carrying one cotangent per configuration through the
+    solver's loop as ``jax.vmap`` of :meth:`transform_and_log_det` does (for a wide
+    field, gradients several times faster). Each configuration draws its Hutchinson probe from
+    its own key exactly as the per-configuration method does. With constant steps the
+    results equal the vmapped per-configuration ones to float rounding. With an adaptive
+    controller the batch shares its steps, as in FFJORD; but where FFJORD takes the error
+    norm over the whole batch, here a ``PIDController``'s norm becomes the largest
+    per-configuration norm, so every accepted step passes each configuration's own error
+    test: each configuration is solved to the tolerance it would get alone, or tighter,
+    never looser. The results agree with the per-configuration solves to the solver's
+    tolerance, not to rounding, and a batch costs the steps of its hardest configuration.
+    (``BacksolveAdjoint``'s adjoint ODE carries the parameters' cotangents summed over
+    the batch, so its error norm is the controller's own, over the whole batch.)
 
     Args:
         field: the velocity field ``v(t, x)``; the flow acts on ``field.shape``.
@@ -334,21 +397,30 @@ class ContinuousFlow(AbstractBijection):
         self.dt0, self.t0, self.t1, self.max_steps = dt0, t0, t1, max_steps
         self.shape = tuple(field.shape)
 
-    def _solve(self, x, key, inverse: bool):
+    def _solve(self, x, key, inverse: bool, batch: bool = False):
+        """One solve of one configuration ``x`` (key ``key``) or, with ``batch``, of the
+        batch ``x`` (one key per configuration)."""
         estimator, probe = self.divergence, None
         if estimator.uses_probe:
             if key is None:
                 estimator = ExactDivergence()
             else:
-                probe = estimator.sample_probe(x.shape, x.dtype, key=key)
+                draw = lambda k: estimator.sample_probe(self.shape, x.dtype, key=k)  # noqa: E731
+                # A batch draws exactly the per-configuration probes, each from its key.
+                probe = jax.vmap(draw)(key) if batch else draw(key)
+        if batch:
+            term, log_det0 = _BATCH_TERM, jnp.zeros(x.shape[:1], x.dtype)
+            controller = _per_sample_error_control(self.stepsize_controller, self.shape)
+        else:
+            term, log_det0 = _TERM, jnp.zeros((), x.dtype)
+            controller = self.stepsize_controller
         t0, t1 = (self.t1, self.t0) if inverse else (self.t0, self.t1)
         dt0 = None if self.dt0 is None else (-self.dt0 if inverse else self.dt0)
         as_time = lambda t: None if t is None else jnp.asarray(t, x.dtype)  # noqa: E731
         solution = diffrax.diffeqsolve(
-            _TERM, self.solver, as_time(t0), as_time(t1), as_time(dt0),
-            (x, jnp.zeros((), x.dtype)), args=(self.field, estimator, probe),
-            stepsize_controller=self.stepsize_controller, adjoint=self.adjoint,
-            max_steps=self.max_steps)
+            term, self.solver, as_time(t0), as_time(t1), as_time(dt0), (x, log_det0),
+            args=(self.field, estimator, probe), stepsize_controller=controller,
+            adjoint=self.adjoint, max_steps=self.max_steps)
         y, log_det = solution.ys
         return y[-1], log_det[-1]
 
@@ -357,6 +429,12 @@ class ContinuousFlow(AbstractBijection):
 
     def _inverse_and_log_det(self, x, key=None):
         return self._solve(x, key, inverse=True)
+
+    def _transform_and_log_det_batch(self, zs, keys):
+        return self._solve(zs, keys, inverse=False, batch=True)
+
+    def _inverse_and_log_det_batch(self, xs, keys):
+        return self._solve(xs, keys, inverse=True, batch=True)
 
 
 def exact_log_det(tree: PyTree) -> PyTree:
@@ -484,7 +562,14 @@ def continuous_flow(field: AbstractVelocityField, *, solver: str = "tsit5",
         max_steps = 4096 if max_steps is None else max_steps
     estimator: AbstractDivergence = (ExactDivergence() if divergence == "exact"
                                      else HutchinsonDivergence(probe, n_probes))
+    if adjoint == "recursive" and controller == "constant":
+        # a checkpoint per step: each step is recomputed once in the backward pass instead
+        # of the O(log) recomputations of the default schedule (memory: one state per step;
+        # 0.62 -> 0.50 s per epoch for the Monge-Ampere benchmark)
+        adjoint_value = diffrax.RecursiveCheckpointAdjoint(checkpoints=max_steps)
+    else:
+        adjoint_value = ADJOINTS[adjoint]()
     return ContinuousFlow(field, solver=SOLVERS[solver](), stepsize_controller=stepsize_controller,
                           dt0=None if steps is None else t1 / int(steps),
-                          adjoint=ADJOINTS[adjoint](), divergence=estimator, t0=0.0, t1=t1,
+                          adjoint=adjoint_value, divergence=estimator, t0=0.0, t1=t1,
                           max_steps=max_steps)

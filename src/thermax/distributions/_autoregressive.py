@@ -95,7 +95,8 @@ class Z2Symmetrized(AbstractDistribution):
 
     Samples ``x ~ p`` and flips the whole configuration with probability 1/2, so
     ``p_sym`` is normalized and exactly symmetric. ``ln p_sym`` costs one more pass of the
-    base model (for a flow, one inverse pass). Works for spins and for real fields.
+    base model (for a flow, one inverse pass). Works for spins and for real fields. The
+    batch methods use the base's batch methods (keys split as alone).
     """
 
     base: AbstractDistribution
@@ -124,3 +125,15 @@ class Z2Symmetrized(AbstractDistribution):
         lp_other = self.base.log_prob(-x)
         x_out = jnp.where(flip, -x, x)
         return x_out, jnp.logaddexp(lp, lp_other) - jnp.log(2.0)
+
+    def _log_prob_batch(self, xs):
+        return (jnp.logaddexp(self.base.log_prob_batch(xs), self.base.log_prob_batch(-xs))
+                - jnp.log(2.0))
+
+    def _sample_and_log_prob_batch(self, keys):
+        pairs = jax.vmap(jax.random.split)(keys)
+        xs, lp = self.base.sample_and_log_prob_batch(keys=pairs[:, 0])
+        flip = jax.vmap(jax.random.bernoulli)(pairs[:, 1])
+        lp_other = self.base.log_prob_batch(-xs)
+        xs_out = jnp.where(flip.reshape(flip.shape + (1,) * (xs.ndim - 1)), -xs, xs)
+        return xs_out, jnp.logaddexp(lp, lp_other) - jnp.log(2.0)

@@ -51,6 +51,12 @@ class Transformed(AbstractDistribution):
     ``key``: its ``ln p`` is then an unbiased *estimate*. :meth:`log_prob` of a given
     ``x`` passes no key and is exact (use it for importance weights).
 
+    The batch methods sample the base in a batch and hand the whole batch to the
+    bijection's batch methods (one ODE solve for a whole batch through a
+    :class:`~thermax.bijections.ContinuousFlow`), with each configuration's key split as
+    :meth:`sample_and_log_prob` splits it, so they return what ``jax.vmap`` of the
+    per-configuration methods returns.
+
     Example:
         >>> flow = Transformed(StandardNormal((8, 8)), bijection)
         >>> x, lp = flow.sample_and_log_prob(key=jax.random.key(0))
@@ -84,6 +90,19 @@ class Transformed(AbstractDistribution):
         z, lp_z = self.base.sample_and_log_prob(key=key)
         x, log_det = self.bijection.transform_and_log_det(z, key=bijection_key)
         return x, lp_z - log_det
+
+    def _log_prob_batch(self, xs):
+        zs, log_dets = self.bijection.inverse_and_log_det_batch(xs)
+        return self.base.log_prob_batch(zs) + log_dets
+
+    def _sample_and_log_prob_batch(self, keys):
+        bijection_keys = None
+        if self.bijection.uses_key:
+            pairs = jax.vmap(jax.random.split)(keys)
+            keys, bijection_keys = pairs[:, 0], pairs[:, 1]
+        zs, lp_z = self.base.sample_and_log_prob_batch(keys=keys)
+        xs, log_dets = self.bijection.transform_and_log_det_batch(zs, keys=bijection_keys)
+        return xs, lp_z - log_dets
 
 
 def lattice_flow(shape: tuple[int, int], *, flow: str = "neuralrg", n_couplings: int = 10,

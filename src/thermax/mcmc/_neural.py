@@ -36,12 +36,33 @@ class NeuralMCMCState(eqx.Module):
     observable: Float[Array, ""]
 
 
-def _propose(model: AbstractDistribution, system: AbstractSystem, beta: Float[Array, ""],
-             observable: Observable | None, key: PRNGKeyArray) -> NeuralMCMCState:
-    x, log_prob = model.sample_and_log_prob(key=key)
+def _weigh(system: AbstractSystem, beta: Float[Array, ""], observable: Observable | None,
+           x: Array, log_prob: Array) -> NeuralMCMCState:
     energy = system.energy(x)
     obs = energy if observable is None else jnp.asarray(observable(x), energy.dtype)
     return NeuralMCMCState(x, -beta * energy - log_prob, energy, obs)
+
+
+def _propose(model: AbstractDistribution, system: AbstractSystem, beta: Float[Array, ""],
+             observable: Observable | None, key: PRNGKeyArray) -> NeuralMCMCState:
+    x, log_prob = model.sample_and_log_prob(key=key)
+    return _weigh(system, beta, observable, x, log_prob)
+
+
+def _propose_batch(model: AbstractDistribution, system: AbstractSystem,
+                   beta: Float[Array, ""], observable: Observable | None,
+                   keys: Array) -> NeuralMCMCState:
+    """:func:`_propose` for each key, the model sampled as one batch."""
+    xs, log_probs = model.sample_and_log_prob_batch(keys=keys)
+    return jax.vmap(lambda x, lp: _weigh(system, beta, observable, x, lp))(xs, log_probs)
+
+
+def _accept(state: NeuralMCMCState, proposal: NeuralMCMCState, key: PRNGKeyArray
+            ) -> tuple[NeuralMCMCState, Bool[Array, ""]]:
+    log_u = jnp.log(jax.random.uniform(key, (), state.log_weight.dtype))
+    accept = log_u < proposal.log_weight - state.log_weight
+    new = jax.tree.map(lambda a, b: jnp.where(accept, a, b), proposal, state)
+    return new, accept
 
 
 def neural_mcmc_init(model: AbstractDistribution, system: AbstractSystem,
@@ -61,11 +82,7 @@ def neural_mcmc_step(model: AbstractDistribution, system: AbstractSystem,
     ``ln w = -beta H - ln p``. ``observable`` must be the one the chain was started with.
     """
     k_propose, k_accept = jax.random.split(key)
-    proposal = _propose(model, system, beta, observable, k_propose)
-    log_u = jnp.log(jax.random.uniform(k_accept, (), state.log_weight.dtype))
-    accept = log_u < proposal.log_weight - state.log_weight
-    new = jax.tree.map(lambda a, b: jnp.where(accept, a, b), proposal, state)
-    return new, accept
+    return _accept(state, _propose(model, system, beta, observable, k_propose), k_accept)
 
 
 class NeuralMCMCResult(eqx.Module):
@@ -105,19 +122,20 @@ def _tau(sums: Array, sums2: Array, n: int) -> Array:
 
 @eqx.filter_jit
 def _run(model, system, beta, key, observable, n_chains: int, n_steps: int, n_burn: int):
+    # The chains' proposals are drawn as one batch (model.sample_and_log_prob_batch); each
+    # chain's randomness is that of neural_mcmc_init / neural_mcmc_step with its own key.
     k_init, k_steps = jax.random.split(key)
-    states = jax.vmap(lambda k: neural_mcmc_init(model, system, beta, key=k,
-                                                 observable=observable)
-                      )(jax.random.split(k_init, n_chains))
+    states = _propose_batch(model, system, beta, observable,
+                            jax.random.split(k_init, n_chains))
     dtype = states.energy.dtype
     zeros = jnp.zeros((n_chains,), dtype)
 
     def body(carry, inputs):
         states, sums = carry
         t, key = inputs
-        states, accepted = jax.vmap(
-            lambda s, k: neural_mcmc_step(model, system, beta, s, key=k, observable=observable)
-        )(states, jax.random.split(key, n_chains))
+        pairs = jax.vmap(jax.random.split)(jax.random.split(key, n_chains))
+        proposals = _propose_batch(model, system, beta, observable, pairs[:, 0])
+        states, accepted = jax.vmap(_accept)(states, proposals, pairs[:, 1])
         accepted = accepted.astype(dtype)
         keep = (t >= n_burn).astype(dtype)
         e, o = states.energy, states.observable
@@ -148,12 +166,13 @@ def neural_mcmc(model: AbstractDistribution, system: AbstractSystem,
                 ) -> NeuralMCMCResult:
     """Boltzmann averages by independence Metropolis with ``model`` as the proposal.
 
-    Runs ``n_chains`` independent chains (vmapped) for ``n_steps`` steps (a ``lax.scan``),
-    each started at a model sample; the first ``n_burn`` steps (default a tenth) are
-    discarded. Each step costs one model sample with its ``ln p`` and one energy per chain.
-    The chains sample ``e^{-beta H}/Z`` exactly (detailed balance with an exact-density
-    proposal); the efficiency is the acceptance rate. One compiled program; ``beta`` is a
-    0-d array, so changing it does not recompile (a new ``observable`` function does).
+    Runs ``n_chains`` independent chains (their proposals drawn as one batch) for
+    ``n_steps`` steps (a ``lax.scan``), each started at a model sample; the first
+    ``n_burn`` steps (default a tenth) are discarded. Each step costs one model sample
+    with its ``ln p`` and one energy per chain. The chains sample ``e^{-beta H}/Z``
+    exactly (detailed balance with an exact-density proposal); the efficiency is the
+    acceptance rate. One compiled program; ``beta`` is a 0-d array, so changing it does
+    not recompile (a new ``observable`` function does).
 
     Args:
         model: a normalized distribution with exact ``ln p`` (a VAN, a flow).

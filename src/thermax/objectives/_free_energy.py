@@ -48,9 +48,9 @@ class ScoreFunctionFreeEnergy(AbstractFreeEnergy):
     """
 
     def loss(self, model, system, beta, state, *, keys):
-        samples, _ = jax.vmap(lambda k: model.sample_and_log_prob(key=k))(keys)
+        samples, _ = model.sample_and_log_prob_batch(keys=keys)
         samples = jax.lax.stop_gradient(samples)
-        log_prob = jax.vmap(model.log_prob)(samples)
+        log_prob = model.log_prob_batch(samples)
         energy = jax.vmap(system.energy)(samples)
         f = jax.lax.stop_gradient(energy + log_prob / beta)
         batch = f.shape[0]

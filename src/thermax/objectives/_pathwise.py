@@ -62,9 +62,9 @@ class PathwiseFreeEnergy(AbstractFreeEnergy):
                 "PathwiseFreeEnergy differentiates through the samples, which needs "
                 f"continuous configurations; got a model of kind {model.kind!r} and a system "
                 f"of kind {system.kind!r}. For discrete spins use ScoreFunctionFreeEnergy.")
-        x, log_prob = jax.vmap(lambda k: model.sample_and_log_prob(key=k))(keys)
+        x, log_prob = model.sample_and_log_prob_batch(keys=keys)
         if self.stick_the_landing:
-            log_prob = jax.vmap(stop_gradient_parameters(model).log_prob)(x)
+            log_prob = stop_gradient_parameters(model).log_prob_batch(x)
         energy = jax.vmap(system.energy)(x)
         loss = jnp.mean(energy + log_prob / beta)
         stats = FreeEnergyStats.from_samples(jax.lax.stop_gradient(energy),

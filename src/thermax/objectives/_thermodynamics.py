@@ -78,7 +78,7 @@ def _derivatives(model, make_system, names: tuple[str, ...], keys, beta: Float[A
                  values: tuple[Array, ...]) -> dict[str, Array]:
     @eqx.filter_jit
     def run(model, keys, beta, values):
-        xs, log_probs = jax.vmap(lambda k: model.sample_and_log_prob(key=k))(keys)
+        xs, log_probs = model.sample_and_log_prob_batch(keys=keys)
         xs, log_probs = jax.lax.stop_gradient((xs, log_probs))
 
         def beta_f(b, vals, x, lp):  # one sample's estimate of beta * F

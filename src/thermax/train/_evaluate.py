@@ -16,7 +16,7 @@ from ._engine import BATCH_AXIS
 def _energies_and_log_probs(model: AbstractDistribution, system: AbstractSystem,
                             keys: Key[Array, " batch"], mesh: Mesh) -> tuple[Array, Array]:
     keys = jax.lax.with_sharding_constraint(keys, NamedSharding(mesh, PartitionSpec(BATCH_AXIS)))
-    xs, lps = jax.vmap(lambda k: model.sample_and_log_prob(key=k))(keys)
+    xs, lps = model.sample_and_log_prob_batch(keys=keys)
     return jax.vmap(system.energy)(xs), lps
 
 
