@@ -46,8 +46,8 @@ def test_bad_input_one_line_error_and_nothing_written(tmp_path, capsys, case):
 def test_list_names_the_field_systems(capsys):
     assert main(["list"]) == 0
     out = capsys.readouterr().out
-    for text in ("ising-relaxed:", "phi4:", "--flow {realnvp,neuralrg,monge-ampere}", "--kappa", "--lam",
-                 "--estimator {pathwise,stl}", "--mcmc-steps"):
+    for text in ("ising-relaxed:", "phi4:", "--flow {realnvp,neuralrg,monge-ampere}",
+                 "--kappa", "--lam", "--estimator {pathwise,stl}", "--mcmc-steps"):
         assert text in out, text
 
 

@@ -46,8 +46,8 @@ class CoulombTrap(AbstractSystem):
 
     **Labelled particles.** Free energies are ``F = -ln Z / beta`` with
     ``Z = int exp(-beta H) d^{n dim}x`` over all coordinates and *no* ``1/n!``: the flows of
-    thermax give densities on labelled coordinates. For identical particles subtract
-    ``ln(n!) / beta``.
+    thermax give densities on labelled coordinates. For identical particles
+    ``ln Z`` loses ``ln n!``, so ``F_identical = F_labelled + ln(n!) / beta``.
 
     ``trap`` and ``coupling`` are 0-d array leaves, so ``jax.grad`` of anything built from
     :meth:`energy` reaches them: ``dF/dtrap = <sum_i |x_i|^2>`` and

@@ -92,6 +92,9 @@ def summary_table(results: dict) -> str:
                                                     results["dF_dtrap_stderr"])
                          + ("" if results.get("exact_dF_dtrap") is None
                             else f"  exact {results['exact_dF_dtrap']:.6f}")))
+    if results.get("ode_refinement_shift") is not None:  # a continuous flow
+        rows.append(("F shift at 2x ODE steps", fmt(results["ode_refinement_shift"],
+                                                     results["ode_refinement_shift_stderr"])))
     if results.get("mcmc_energy") is not None:
         rows += [
             ("neural MCMC E", fmt(results["mcmc_energy"], results["mcmc_energy_stderr"])),

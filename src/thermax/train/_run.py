@@ -154,7 +154,9 @@ def execute(run: Run, out_dir: str | Path, *, resume: bool = False,
     figures = evaluate(exact_log_det(state.model), run.system, beta, key=k_eval,
                        n_samples=int(cfg["eval_batch"]), chunk=trainer.batch, mesh=trainer.mesh)
     if int(cfg.get("mcmc_steps", 0)) > 0:
-        figures.update(_neural_mcmc(state.model, run.system, beta, cfg, key=k_eval))
+        # the acceptance ratio needs the exact ln p (a Hutchinson ln p would bias it)
+        figures.update(_neural_mcmc(exact_log_det(state.model), run.system, beta, cfg,
+                                    key=k_eval))
     exact = run.exact_free_energy
     results = {
         "system": run.system_name,
@@ -194,12 +196,12 @@ def _plots(out: Path, run: Run, state: TrainState, history: History, exact,
                  final=results["free_energy"], final_err=results["free_energy_stderr"])
     if run.model.kind == "spins":
         keys = jax.random.split(jax.random.key(0), 8)
-        samples = jax.vmap(lambda k: state.model.sample(key=k))(keys)
+        samples = state.model.sample_and_log_prob_batch(keys=keys)[0]
         plot_spin_samples(out / "samples.png", np.asarray(samples),
                           f"{run.system_name}: samples at beta={float(run.trainer.beta):g}")
     elif run.model.kind == "field" and len(run.system.shape) == 2:
         keys = jax.random.split(jax.random.key(0), 8)
-        samples = jax.vmap(lambda k: state.model.sample(key=k))(keys)
+        samples = state.model.sample_and_log_prob_batch(keys=keys)[0]
         plot_field_samples(out / "samples.png", np.asarray(samples),
                            f"{run.system_name}: flow samples")
         views = _coarse_views(state.model, key=jax.random.key(1))
