@@ -127,6 +127,9 @@ FLOW_MODEL = (
            "(1), or none (0)", choices=(0, 1)),
     Option("potential_width", int, 512, "monge-ampere: hidden units of the one-hidden-layer "
            "potential", check=_at_least(1)),
+    Option("potential", str, "dense", "monge-ampere: the one-hidden-layer potential, dense "
+           "(the paper's) or translation-invariant (averaged over lattice translations, by FFT)",
+           choices=("dense", "translation")),
     Option("estimator", str, "stl", "gradient estimator: pathwise (reparametrisation) or "
            "stl (sticking the landing)", choices=("pathwise", "stl")),
 )
@@ -285,13 +288,16 @@ def ode_flow(field, cfg: dict):
 def _monge_ampere_lattice(system: AbstractSystem, cfg: dict, *, key) -> AbstractDistribution:
     """Zhang, E & Wang's Monge-Ampere flow: v = grad phi with a one-hidden-layer potential
     (even in x with --z2 1, so the flow commutes with x -> -x and no symmetrisation pass is
-    needed), integrated from a standard normal."""
+    needed; with --potential translation averaged over the lattice translations, so the flow
+    is also translation-equivariant), integrated from a standard normal."""
     from .distributions import StandardNormal, Transformed
-    from .nn import MongeAmpereField, OneHiddenLayerPotential
+    from .nn import MongeAmpereField, OneHiddenLayerPotential, TranslationInvariantPotential
 
     dtype = jnp.dtype(cfg["dtype"])
-    potential = OneHiddenLayerPotential(system.shape, hidden=cfg["potential_width"],
-                                        z2=bool(cfg["z2"]), key=key, dtype=dtype)
+    make = {"dense": OneHiddenLayerPotential,
+            "translation": TranslationInvariantPotential}[cfg["potential"]]
+    potential = make(system.shape, hidden=cfg["potential_width"], z2=bool(cfg["z2"]),
+                     key=key, dtype=dtype)
     flow = ode_flow(MongeAmpereField(potential), cfg)
     return Transformed(StandardNormal(system.shape, kind="field", dtype=dtype), flow)
 

@@ -24,6 +24,7 @@ from thermax.nn import (
     OneHiddenLayerPotential,
     ParticlePotential,
     SymmetrizedPotential,
+    TranslationInvariantPotential,
     jacobian_trace,
 )
 
@@ -42,6 +43,9 @@ POTENTIALS = {
         MLPPotential((3, 3, 2), width=4, depth=1, key=key), "d4z2"),
     "sym-d4-one-hidden": lambda key: SymmetrizedPotential(
         OneHiddenLayerPotential((3, 3), hidden=5, z2=False, key=key), "d4"),
+    "translation-z2": lambda key: TranslationInvariantPotential((4, 4), hidden=3, key=key),
+    "translation-softplus": lambda key: TranslationInvariantPotential((3, 4), hidden=3,
+                                                                      z2=False, key=key),
     "particles-2d": lambda key: ParticlePotential(4, 2, width=5, depth=2, key=key),
     "particles-3d": lambda key: ParticlePotential(3, 3, width=4, depth=1, key=key),
 }
@@ -378,6 +382,84 @@ def test_symmetrized_potential_is_invariant_and_field_equivariant(name, group):
 
 
 # ------------------------------------------------------------------------------------------
+# the translation-invariant potential
+
+
+@pytest.mark.parametrize("name", ["translation-z2", "translation-softplus"])
+def test_translation_invariant_potential_is_invariant_and_field_equivariant(name):
+    phi = built("potentials", name)
+    x = _points(phi.shape, 12)[0]
+    shifts = [(0, 1), (1, 0), (2, 3), (3, 2), (1, 1)]
+
+    @eqx.filter_jit
+    def run(phi, x):
+        t = jnp.asarray(T)
+        images = jnp.stack([jnp.roll(x, s, axis=(0, 1)) for s in shifts])
+        g, lap = jax.vmap(phi.gradient_and_laplacian, in_axes=(None, 0))(t, images)
+        return dict(phi=phi(t, x), phis=jax.vmap(phi, in_axes=(None, 0))(t, images),
+                    g=g, lap=lap, g_of_x=jnp.stack([jnp.roll(phi.gradient(t, x), s,
+                                                             axis=(0, 1)) for s in shifts]),
+                    lap_x=phi.laplacian(t, x), neg=phi(t, -x), g_neg=phi.gradient(t, -x),
+                    g_x=phi.gradient(t, x))
+
+    r = jax.tree.map(np.asarray, run(phi, x))
+    assert np.abs(r["g_x"]).max() > 1e-3, "perturbed potential is ~constant: test is vacuous"
+    close(r["phis"], np.broadcast_to(r["phi"], r["phis"].shape))
+    close(r["g"], r["g_of_x"])       # v(T x) = T v(x)
+    close(r["lap"], np.broadcast_to(r["lap_x"], r["lap"].shape))
+    if phi.z2:                       # even potential: the flow commutes with x -> -x
+        close(r["neg"], r["phi"])
+        close(r["g_neg"], -r["g_x"])
+    else:
+        assert abs(r["neg"] - r["phi"]) > 1e-3, "softplus potential is not even"
+
+
+@pytest.mark.parametrize("z2", [True, False])
+def test_translation_invariant_potential_is_the_average_of_the_dense_one(z2):
+    """Brute force at L = 4: a dense potential with weight rows ``c_k`` evaluated on the 16
+    translated copies, averaged (value, gradient pulled back, Laplacian)."""
+    size = 4
+    k_init, k_noise, k_dense = jax.random.split(_key(21), 3)
+    phi = perturb(TranslationInvariantPotential((size, size), hidden=3, z2=z2, key=k_init),
+                  key=k_noise)
+    dense = OneHiddenLayerPotential((size, size), hidden=3, z2=z2, key=k_dense)
+    dense = eqx.tree_at(lambda p: (p.weight, p.out), dense,
+                        (phi.kernel.reshape(3, -1), phi.out))
+    if not z2:
+        dense = eqx.tree_at(lambda p: p.bias, dense, phi.bias)
+    x = _points((size, size), 13)[0]
+    shifts = [(a, b) for a in range(size) for b in range(size)]
+
+    @eqx.filter_jit
+    def run(phi, dense, x):
+        t = jnp.asarray(T)
+        # T_s x (r) = x(r + s): the dense unit k reads c_k(r) x(s + r)
+        images = jnp.stack([jnp.roll(x, (-a, -b), axis=(0, 1)) for a, b in shifts])
+        values = jax.vmap(dense, in_axes=(None, 0))(t, images)
+        grads, laps = jax.vmap(dense.gradient_and_laplacian, in_axes=(None, 0))(t, images)
+        pulled = jnp.stack([jnp.roll(g, s, axis=(0, 1))
+                            for g, s in zip(grads, shifts, strict=True)])
+        return (phi(t, x), *phi.gradient_and_laplacian(t, x), jnp.mean(values),
+                jnp.mean(pulled, axis=0), jnp.mean(laps))
+
+    value, grad, lap, ref_value, ref_grad, ref_lap = map(np.asarray, run(phi, dense, x))
+    assert abs(ref_value) > 1e-3 and np.abs(ref_grad).max() > 1e-3
+    tight = functools.partial(np.testing.assert_allclose, rtol=1e-12, atol=1e-12)
+    tight(value, ref_value)
+    tight(grad, ref_grad)
+    tight(lap, ref_lap)
+
+
+def test_translation_invariant_initialisation():
+    phi = TranslationInvariantPotential((16, 16), hidden=64, key=_key(0))
+    assert phi.bias is None and phi.kernel.shape == (64, 16, 16)
+    assert np.all(np.asarray(phi.out) == 0.0)
+    assert abs(float(jnp.mean(jnp.sum(phi.kernel**2, axis=(1, 2)))) - 1.0) < 0.05
+    soft = TranslationInvariantPotential((3, 4), hidden=2, z2=False, key=_key(0))
+    assert soft.bias is not None and np.all(np.asarray(soft.bias) == 0.0)
+
+
+# ------------------------------------------------------------------------------------------
 # bad arguments
 
 
@@ -407,6 +489,8 @@ def test_potential_wrong_shape_raises():
     (lambda k: MLPVelocity((), width=2, depth=1, key=k), "non-empty tuple"),
     (lambda k: MLPPotential((3,), width=2, depth=0, key=k), "depth must be >= 1"),
     (lambda k: OneHiddenLayerPotential((4, 4), hidden=0, key=k), "hidden must be >= 1"),
+    (lambda k: TranslationInvariantPotential((4, 4), hidden=0, key=k), "hidden must be >= 1"),
+    (lambda k: TranslationInvariantPotential((16,), hidden=2, key=k), r"shape \(L1, L2\)"),
     (lambda k: ParticlePotential(0, 2, width=2, depth=1, key=k), "n must be >= 1"),
     (lambda k: BackflowField(3, 0, width=2, depth=1, key=k), "dim must be >= 1"),
     (lambda k: SymmetrizedPotential(MLPPotential((3, 4), width=2, depth=1, key=k), "d4"),

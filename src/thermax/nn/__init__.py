@@ -14,10 +14,12 @@ from ._velocity_fields import (
     OneHiddenLayerPotential,
     ParticlePotential,
     SymmetrizedPotential,
+    TranslationInvariantPotential,
 )
 
 __all__ = ["MADE", "AbstractConditioner", "AbstractMaskedChain", "AbstractMaskedOp",
            "AbstractPotential", "AbstractVelocityField", "BackflowField", "ConvConditioner",
            "MLPConditioner", "MLPPotential", "MLPVelocity", "MaskedConv2d", "MaskedDense",
            "MongeAmpereField", "OneHiddenLayerPotential", "ParticlePotential", "PixelCNN",
-           "SymmetrizedPotential", "jacobian_trace", "prelu"]
+           "SymmetrizedPotential", "TranslationInvariantPotential", "jacobian_trace",
+           "prelu"]

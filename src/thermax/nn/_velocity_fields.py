@@ -11,7 +11,8 @@ so a freshly built field is ``v = 0`` and its flow is the identity.
   :class:`AbstractPotential`; the potentials are :class:`OneHiddenLayerPotential` (the
   paper's, with hand-coded gradient and Laplacian), :class:`MLPPotential`,
   :class:`SymmetrizedPotential` (averaged over the square lattice's point group and/or
-  ``x -> -x``) and :class:`ParticlePotential` (identical particles).
+  ``x -> -x``), :class:`TranslationInvariantPotential` (the paper's, averaged over lattice
+  translations by FFT) and :class:`ParticlePotential` (identical particles).
 * :class:`BackflowField`: a permutation- and rotation-equivariant field for identical
   particles with an analytic divergence.
 
@@ -446,6 +447,106 @@ class SymmetrizedPotential(AbstractPotential):
         grads, laps = jax.vmap(self.potential.gradient_and_laplacian,
                                in_axes=(None, 0))(t, self._images(x))
         return self._pull_back(grads), jnp.mean(laps)
+
+
+class TranslationInvariantPotential(AbstractPotential):
+    """The one-hidden-layer potential averaged exactly over the lattice translations, by FFT.
+
+    For a field on a periodic ``L1 x L2`` lattice (shape ``(L1, L2)``; ``L x L`` usually),
+    every hidden unit ``k`` has a full-size kernel ``c_k`` whose cross-correlation with
+    ``x`` is taken at every shift ``s``::
+
+        h_k(s) = sum_r c_k(r) x(s + r) + b_k         (indices mod L)
+        phi(x) = sum_k w_k mean_s sigma(h_k(s))
+
+    This is :class:`OneHiddenLayerPotential` averaged over the ``L1 L2`` translations, as
+    :class:`SymmetrizedPotential` averages over a point group: a dense potential whose
+    weight rows are ``c_k`` gives ``phi(x) = mean_s phi_dense(T_s x)`` (the same family of
+    functions restricted to translation-invariant ones, and no larger). So
+    ``phi(T x) = phi(x)`` for every translation ``T`` and the flow is equivariant,
+    ``v(T x) = T v(x)``. ``sigma`` is ``ln cosh`` without bias (``z2=True``: ``phi`` is
+    even, the flow commutes with ``x -> -x``) or softplus with a per-unit bias. Closed
+    forms, sharing the FFT ``X`` of ``x``, the kernels' FFTs ``C_k`` and the
+    pre-activations ``h = IFFT(conj(C_k) X)`` (shape ``(hidden, L1, L2)``)::
+
+        grad phi      = IFFT( sum_k (w_k / L1 L2) C_k FFT(sigma'(h_k)) )
+        laplacian phi = sum_k (w_k / L1 L2) |c_k|^2 sum_s sigma''(h_k(s))
+
+    (the gradient is the adjoint convolution; each ``h_k(s)`` is linear in ``x`` with a
+    shifted copy of ``c_k`` as coefficients, of squared norm ``|c_k|^2``). Cost per
+    configuration: ``2 hidden + 2`` real FFTs of size ``L1 L2``,
+    ``O(hidden L^2 log L)``, against ``O(hidden L^2)`` for the dense potential (whose
+    explicit average over translations would be ``O(hidden L^4)``); the same
+    ``hidden L^2`` parameters. ``c_k`` is normal with variance ``1 / (L1 L2)`` (fan-in),
+    ``b`` zero, and the output weights ``w`` zero, so a new flow is the identity.
+
+    Args:
+        shape: the lattice shape ``(L1, L2)``.
+        hidden: number of hidden units (kernels).
+        z2: even potential (``ln cosh``, no bias) or softplus with bias.
+        key: initialisation key.
+        dtype: parameter dtype (default: the default float).
+
+    Example:
+        >>> phi = TranslationInvariantPotential((16, 16), hidden=64, key=jax.random.key(0))
+        >>> field = MongeAmpereField(phi)
+        >>> v, div = field.velocity_and_divergence(jnp.asarray(0.0), jnp.ones((16, 16)))
+    """
+
+    kernel: Float[Array, "hidden lx ly"]
+    bias: Float[Array, " hidden"] | None
+    out: Float[Array, " hidden"]
+    shape: tuple[int, ...] = eqx.field(static=True)
+    z2: bool = eqx.field(static=True)
+
+    def __init__(self, shape: tuple[int, ...], *, hidden: int, z2: bool = True,
+                 key: PRNGKeyArray, dtype=None):
+        self.shape = _check_config_shape(shape, "TranslationInvariantPotential")
+        if len(self.shape) != 2:
+            raise ValueError("TranslationInvariantPotential: acts on a field on a periodic "
+                             f"L1 x L2 lattice and needs a shape (L1, L2), got {self.shape}")
+        _check_positive("TranslationInvariantPotential", hidden=hidden)
+        dtype = _default(dtype)
+        size = math.prod(self.shape)
+        self.kernel = (jax.random.normal(key, (int(hidden), *self.shape), dtype)
+                       / math.sqrt(size))
+        self.z2 = bool(z2)
+        self.bias = None if self.z2 else jnp.zeros((int(hidden),), dtype)
+        self.out = jnp.zeros((int(hidden),), dtype)
+
+    def _preactivation(self, x):
+        """``(C, h)``: the kernels' FFTs and the pre-activations at every shift."""
+        kernel_f = jnp.fft.rfft2(self.kernel)
+        h = jnp.fft.irfft2(jnp.conj(kernel_f) * jnp.fft.rfft2(x)[None], s=self.shape)
+        return kernel_f, (h if self.bias is None else h + self.bias[:, None, None])
+
+    def _potential(self, t, x):
+        _, h = self._preactivation(x)
+        sigma = _log_cosh(h) if self.z2 else jax.nn.softplus(h)
+        return jnp.vdot(self.out, jnp.mean(sigma, axis=(1, 2)))
+
+    def _slopes(self, x):
+        kernel_f, h = self._preactivation(x)
+        if self.z2:
+            return kernel_f, jnp.tanh(h), _sech2(h)
+        s = jax.nn.sigmoid(h)
+        return kernel_f, s, s * jax.nn.sigmoid(-h)
+
+    def _pull_back(self, kernel_f, d1):
+        """``sum_k (w_k / L1 L2) c_k (*) d1_k``: the adjoint of the correlations."""
+        scale = self.out / math.prod(self.shape)
+        summed = jnp.tensordot(scale, kernel_f * jnp.fft.rfft2(d1), axes=1)
+        return jnp.fft.irfft2(summed, s=self.shape)
+
+    def _gradient(self, t, x):
+        kernel_f, d1, _ = self._slopes(x)
+        return self._pull_back(kernel_f, d1)
+
+    def _gradient_and_laplacian(self, t, x):
+        kernel_f, d1, d2 = self._slopes(x)
+        norms = jnp.sum(self.kernel**2, axis=(1, 2))
+        lap = jnp.sum(self.out * norms * jnp.mean(d2, axis=(1, 2)))
+        return self._pull_back(kernel_f, d1), lap
 
 
 # ----------------------------------------------------------------------------------------
