@@ -46,7 +46,7 @@ def test_relaxed_flow_importance_log_z(relaxed_l8):
 @pytest.fixture(scope="module")
 def coulomb_pair(tmp_path_factory):
     """Two charges in a 2D trap at beta = 10, the default equivariant backflow flow
-    (about ten minutes on 2 CPU cores)."""
+    (about twenty minutes on 2 CPU cores)."""
     run = build_run("coulomb-trap", {"n": 2, "dim": 2, "beta": 10.0, "steps": 2000,
                                      "batch": 256, "eval_batch": 16384, "seed": 0})
     return execute(run, tmp_path_factory.mktemp("coulomb2"), progress=False)
