@@ -130,6 +130,9 @@ FLOW_MODEL = (
     Option("potential", str, "dense", "monge-ampere: the one-hidden-layer potential, dense "
            "(the paper's) or translation-invariant (averaged over lattice translations, by FFT)",
            choices=("dense", "translation")),
+    Option("symmetrize", str, "none", "monge-ampere: conjugate the field at every evaluation "
+           "by a random lattice translation and transpose, as the original code's -symmetrize "
+           "(random), or not (none)", choices=("none", "random")),
     Option("estimator", str, "stl", "gradient estimator: pathwise (reparametrisation) or "
            "stl (sticking the landing)", choices=("pathwise", "stl")),
 )
@@ -272,8 +275,9 @@ def build_flow(system: AbstractSystem, cfg: dict, *, key) -> AbstractDistributio
                         key=key, dtype=jnp.dtype(cfg["dtype"]))
 
 
-def ode_flow(field, cfg: dict):
-    """The :class:`thermax.bijections.ContinuousFlow` of ``field`` the ODE options describe."""
+def ode_flow(field, cfg: dict, symmetry=None):
+    """The :class:`thermax.bijections.ContinuousFlow` of ``field`` the ODE options describe
+    (with the random ``symmetry`` conjugating the field, if given)."""
     from .bijections import continuous_flow
 
     if cfg["controller"] == "pid" and (cfg["rtol"] is None or cfg["atol"] is None):
@@ -282,7 +286,7 @@ def ode_flow(field, cfg: dict):
     return continuous_flow(field, solver=cfg["solver"], steps=cfg["steps_ode"],
                            controller=cfg["controller"], rtol=cfg["rtol"], atol=cfg["atol"],
                            adjoint=cfg["adjoint"], divergence=cfg["divergence"],
-                           probe=cfg["probe"], t1=cfg["ode_time"])
+                           probe=cfg["probe"], t1=cfg["ode_time"], symmetry=symmetry)
 
 
 def _monge_ampere_lattice(system: AbstractSystem, cfg: dict, *, key) -> AbstractDistribution:
@@ -290,6 +294,7 @@ def _monge_ampere_lattice(system: AbstractSystem, cfg: dict, *, key) -> Abstract
     (even in x with --z2 1, so the flow commutes with x -> -x and no symmetrisation pass is
     needed; with --potential translation averaged over the lattice translations, so the flow
     is also translation-equivariant), integrated from a standard normal."""
+    from .bijections import RandomLatticeSymmetry
     from .distributions import StandardNormal, Transformed
     from .nn import MongeAmpereField, OneHiddenLayerPotential, TranslationInvariantPotential
 
@@ -298,7 +303,9 @@ def _monge_ampere_lattice(system: AbstractSystem, cfg: dict, *, key) -> Abstract
             "translation": TranslationInvariantPotential}[cfg["potential"]]
     potential = make(system.shape, hidden=cfg["potential_width"], z2=bool(cfg["z2"]),
                      key=key, dtype=dtype)
-    flow = ode_flow(MongeAmpereField(potential), cfg)
+    symmetry = (RandomLatticeSymmetry(system.shape) if cfg["symmetrize"] == "random"
+                else None)
+    flow = ode_flow(MongeAmpereField(potential), cfg, symmetry=symmetry)
     return Transformed(StandardNormal(system.shape, kind="field", dtype=dtype), flow)
 
 
@@ -317,7 +324,9 @@ def _refined_ode(model, factor: int = 2):
                                   stepsize_controller=node.stepsize_controller,
                                   dt0=node.dt0 / factor, adjoint=node.adjoint,
                                   divergence=node.divergence, t0=node.t0, t1=node.t1,
-                                  max_steps=node.max_steps * factor)
+                                  max_steps=node.max_steps * factor,
+                                  symmetry=node.symmetry,
+                                  symmetry_steps=node.symmetry_steps * factor)
         return node
 
     refined = jax.tree.map(refine, model, is_leaf=lambda n: isinstance(n, ContinuousFlow))

@@ -17,10 +17,12 @@ from ._continuous import (
 from ._coupling import AffineCoupling, channel_mask, checkerboard_mask
 from ._elementwise import SinhArcsinh
 from ._neuralrg import NeuralRG, PlaquetteRealNVP
+from ._random_symmetry import AbstractRandomSymmetry, RandomLatticeSymmetry
 from ._realnvp import lattice_real_nvp
 from ._spectral import SpectralScale
 
-__all__ = ["ADJOINTS", "RK4", "SOLVERS", "AbstractBijection", "AbstractDivergence", "Affine",
+__all__ = ["ADJOINTS", "RK4", "SOLVERS", "AbstractBijection", "AbstractDivergence",
+           "AbstractRandomSymmetry", "Affine", "RandomLatticeSymmetry",
            "AffineCoupling", "Chain", "ContinuousFlow", "ElementwiseAffine", "ExactDivergence",
            "HutchinsonDivergence", "Invert", "NeuralRG", "PlaquetteRealNVP", "Scale", "Scan",
            "SinhArcsinh", "SpectralScale", "channel_mask", "checkerboard_mask",
