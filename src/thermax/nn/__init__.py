@@ -4,6 +4,7 @@ velocity fields and potentials of continuous flows."""
 from ._autoregressive import MADE, AbstractMaskedChain, PixelCNN
 from ._conditioners import AbstractConditioner, ConvConditioner, MLPConditioner
 from ._masked import AbstractMaskedOp, MaskedConv2d, MaskedDense, prelu
+from ._sets import AbstractSetNet, SetMADE, SetTransformer
 from ._velocity import AbstractVelocityField, jacobian_trace
 from ._velocity_fields import (
     AbstractPotential,
@@ -23,3 +24,4 @@ __all__ = ["MADE", "AbstractConditioner", "AbstractMaskedChain", "AbstractMasked
            "MongeAmpereField", "OneHiddenLayerPotential", "ParticlePotential", "PixelCNN",
            "SymmetrizedPotential", "TranslationInvariantPotential", "jacobian_trace",
            "prelu"]
+__all__ += ["AbstractSetNet", "SetMADE", "SetTransformer"]
