@@ -1,6 +1,6 @@
 """Bijections: invertible maps with exact log-Jacobians, the layers of normalizing flows."""
 
-from ._affine import Affine, ElementwiseAffine, Scale
+from ._affine import Affine, ElementwiseAffine, Identity, Scale
 from ._base import AbstractBijection
 from ._chain import Chain, Invert, Scan
 from ._continuous import (
@@ -16,14 +16,16 @@ from ._continuous import (
 )
 from ._coupling import AffineCoupling, channel_mask, checkerboard_mask
 from ._elementwise import SinhArcsinh
+from ._equivariant import AbstractResidualBijection, Backflow, FermiNetLayer, ferminet_flow
 from ._neuralrg import NeuralRG, PlaquetteRealNVP
 from ._random_symmetry import AbstractRandomSymmetry, RandomLatticeSymmetry
 from ._realnvp import lattice_real_nvp
 from ._spectral import SpectralScale
 
 __all__ = ["ADJOINTS", "RK4", "SOLVERS", "AbstractBijection", "AbstractDivergence",
-           "AbstractRandomSymmetry", "Affine", "RandomLatticeSymmetry",
-           "AffineCoupling", "Chain", "ContinuousFlow", "ElementwiseAffine", "ExactDivergence",
+           "AbstractRandomSymmetry", "AbstractResidualBijection", "Affine", "AffineCoupling",
+           "Backflow", "Chain", "ContinuousFlow", "ElementwiseAffine", "ExactDivergence",
+           "FermiNetLayer", "Identity", "RandomLatticeSymmetry", "ferminet_flow",
            "HutchinsonDivergence", "Invert", "NeuralRG", "PlaquetteRealNVP", "Scale", "Scan",
            "SinhArcsinh", "SpectralScale", "channel_mask", "checkerboard_mask",
            "continuous_flow", "exact_log_det", "lattice_real_nvp"]

@@ -174,3 +174,27 @@ class Scale(AbstractBijection):
     def _inverse_and_log_det(self, x):
         size = math.prod(self.shape)
         return jnp.exp(-self.log_scale) * x, -self.log_scale * size
+
+
+class Identity(AbstractBijection):
+    """The identity map ``x = z``, ``ln |det| = 0``; no parameters.
+
+    The non-interacting limit of a flow wavefunction (``Psi_K`` = plain Slater
+    determinants) and a placeholder where a bijection is required.
+
+    Example:
+        >>> Identity((3, 2)).transform_and_log_det(jnp.ones((3, 2)))   # (ones, 0.0)
+    """
+
+    shape: tuple[int, ...] = eqx.field(static=True)
+
+    def __init__(self, shape: tuple[int, ...]):
+        self.shape = tuple(int(s) for s in shape)
+        if any(s < 1 for s in self.shape):
+            raise ValueError(f"Identity: every axis of shape must be >= 1, got {self.shape}")
+
+    def _transform_and_log_det(self, z):
+        return z, jnp.zeros((), z.dtype)
+
+    def _inverse_and_log_det(self, x):
+        return x, jnp.zeros((), x.dtype)
