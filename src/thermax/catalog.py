@@ -195,7 +195,7 @@ class SystemEntry:
     name: str
     summary: str
     options: tuple[Option, ...]
-    build_system: Callable[[dict], AbstractSystem]
+    build_system: Callable[[dict], AbstractSystem] | None
     defaults: dict[str, Any] = dataclasses.field(default_factory=dict)
     groups: tuple[tuple[Option, ...], ...] = (CLASSICAL, SPIN_MODEL, MCMC)
     build_model: Callable[..., AbstractDistribution] | None = None
@@ -204,6 +204,9 @@ class SystemEntry:
     report: Callable[..., dict] | None = None
     #: ``pictures(system, cfg, out_dir, model)`` draws system-specific pictures
     pictures: Callable[..., None] | None = None
+    #: ``build_run(cfg, mesh)`` builds the whole run itself (quantum systems), instead
+    #: of the classical system/model/trainer assembly
+    build_run: Callable[..., Any] | None = None
 
     def all_options(self) -> tuple[Option, ...]:
         opts = self.options + sum(self.groups, ()) + COMMON
@@ -517,6 +520,56 @@ def _phi4_report(system, cfg: dict, results: dict, model=None) -> dict:
             "reference_method": None if ref is None else ref[2]}
 
 
+QUANTUM_DOT = (
+    Option("n_up", int, 3, "spin-up electrons", check=_non_negative),
+    Option("n_down", int, 3, "spin-down electrons (0: polarised)", check=_non_negative),
+    Option("omega", float, 1.0, "trap frequency (Hartree units, hbar = m = e = 1)",
+           check=_positive),
+    Option("coulomb", float, 1.0, "Coulomb strength (0: free fermions, exact reference)",
+           check=_non_negative),
+    Option("temperature", float, None, "temperature T (0: ground state, p fixed on the "
+           "lowest occupation); default 0 unless --beta is given", check=_non_negative),
+    Option("beta", float, None, "inverse temperature 1/T (instead of --temperature)",
+           check=_positive),
+    Option("emax", float, None, "single-particle energy cutoff of the oscillator orbitals "
+           "(default: two shells above the occupied ones)", check=_positive),
+    Option("flow", str, "backflow", "equivariant flow of the electron coordinates: "
+           "FermiNet-style residual layers, Feynman backflow (closed-form Jacobian: the "
+           "cheapest Laplacian), a continuous backflow field, or the identity (plain Slater "
+           "determinants)",
+           choices=("ferminet", "backflow", "cnf", "identity")),
+    Option("flow_layers", int, 2, "ferminet: residual layers; cnf: RK4 steps / 4",
+           check=_at_least(1)),
+    Option("flow_width", int, 16, "hidden units of the flow's networks", check=_at_least(1)),
+    Option("flow_depth", int, 2, "hidden layers of the flow's networks", check=_at_least(1)),
+    Option("laplacian", str, "loop", "Laplacian of ln|Psi| in the local energy: exact loop "
+           "over coordinates, forward Laplacian (folx), or Hutchinson (one probe, unbiased)",
+           choices=("forward", "loop", "hutchinson")),
+    Option("optimizer", str, "adam", "adam, or stochastic reconfiguration (minSR) with "
+           "separate blocks for p(K) and Psi", choices=("adam", "sr")),
+    Option("sr_damping", float, 1e-3, "sr: damping lambda of S + lambda I", check=_positive),
+    Option("sr_max_norm", float, 0.1, "sr: largest step length in the metric (0: no limit)",
+           check=_non_negative),
+    Option("occupation_net", str, "transformer", "autoregressive model of p(K) (T > 0)",
+           choices=("transformer", "made")),
+    Option("occupation_width", int, 32, "p(K) network width", check=_at_least(1)),
+    Option("occupation_depth", int, 2, "p(K) network depth", check=_at_least(1)),
+    Option("pretrain_steps", int, 300, "steps pretraining p(K) to the free-fermion "
+           "Boltzmann distribution (T > 0)", check=_non_negative),
+    Option("sweeps", int, 10, "Metropolis sweeps per step (walkers re-thermalise for the "
+           "newly drawn K)", check=_at_least(1)),
+    Option("burn_in", int, 200, "Metropolis sweeps before training", check=_at_least(1)),
+    Option("clip_eloc", float, 5.0, "clip local energies in the Psi gradient to median +- "
+           "this many mean absolute deviations (0: off)", check=_non_negative),
+)
+
+
+def _quantum_dot_run(cfg: dict, mesh):
+    from .quantum import build_quantum_dot
+
+    return build_quantum_dot(cfg, mesh)
+
+
 SYSTEMS: dict[str, SystemEntry] = {
     "ising": SystemEntry(
         "ising", "2D Ising model on an L x L periodic square lattice (exact: Kaufman)",
@@ -585,6 +638,16 @@ SYSTEMS: dict[str, SystemEntry] = {
         objective=_pathwise,
         report=_coulomb_report,
         pictures=_coulomb_pictures,
+    ),
+    "quantum-dot": SystemEntry(
+        "quantum-dot", "electrons in a 2D harmonic trap with Coulomb repulsion, at T = 0 "
+        "(ground-state VMC) or T > 0 (neural canonical transformation); exact for free "
+        "fermions, published ground states for reference",
+        (), None,
+        defaults={"steps": 1000, "batch": 256, "eval_batch": 4096, "lr": 1e-2,
+                  "lr_schedule": "cosine", "lr_final": 0.05, "dtype": "float64"},
+        groups=(QUANTUM_DOT,),
+        build_run=_quantum_dot_run,
     ),
 }
 
@@ -658,7 +721,7 @@ def _optimizer(cfg: dict) -> optax.GradientTransformation:
     return adam
 
 
-def build_run(system: str, options: dict[str, Any], *, devices=None) -> Run:
+def build_run(system: str, options: dict[str, Any], *, devices=None) -> Any:
     """Validate ``options`` and build everything a run needs; no training happens here.
 
     Raises :class:`OptionError` (a ``ValueError``) on any bad input.
@@ -667,6 +730,15 @@ def build_run(system: str, options: dict[str, Any], *, devices=None) -> Run:
     if cfg["dtype"] == "float64" and not jax.config.jax_enable_x64:
         jax.config.update("jax_enable_x64", True)
     ent = entry(system)
+    if ent.build_run is not None:
+        mesh = make_mesh(devices)
+        if cfg["batch"] % mesh.size:
+            raise OptionError(f"--batch {cfg['batch']} must be divisible by the number of "
+                              f"devices ({mesh.size})")
+        try:
+            return ent.build_run(cfg, mesh)
+        except ValueError as err:
+            raise OptionError(str(err)) from None
     try:
         sys_ = ent.build_system(cfg)
     except OptionError:

@@ -96,8 +96,11 @@ def _run(argv: list[str]) -> int:
 
     print(f"thermax run {name} -> {out_dir}  ({run.trainer.mesh.size} device(s), "
           f"{run.config['dtype']})", file=sys.stderr)
+    run_execute = getattr(run, "execute", None) or (
+        lambda out, resume: execute(run, out, resume=resume))
+    summary = getattr(run, "summary", None) or format_summary
     try:
-        results = execute(run, out_dir, resume=resume is not None)
+        results = run_execute(out_dir, resume=resume is not None)
     except NonFiniteError as err:
         print(f"thermax: error: {err}", file=sys.stderr)
         return 1
@@ -105,7 +108,7 @@ def _run(argv: list[str]) -> int:
         print(f"\ninterrupted: checkpoint saved; continue with "
               f"'thermax run {name} --resume {out_dir}'", file=sys.stderr)
         return 130
-    print(format_summary(results))
+    print(summary(results))
     print(f"results in {out_dir}/results.json")
     return 0
 

@@ -14,10 +14,8 @@ from pathlib import Path
 import equinox as eqx
 import jax
 
-from ._engine import TrainState
 
-
-def _to_raw(state: TrainState) -> TrainState:
+def _to_raw(state: eqx.Module) -> eqx.Module:
     return eqx.tree_at(lambda s: s.key, state, jax.random.key_data(state.key))
 
 
@@ -30,9 +28,10 @@ def _atomic_write_text(path: Path, text: str) -> None:
     os.replace(tmp, path)
 
 
-def save_checkpoint(directory: str | Path, state: TrainState, meta: dict, *,
+def save_checkpoint(directory: str | Path, state: eqx.Module, meta: dict, *,
                     keep: int = 2) -> Path:
-    """Write ``state`` and ``meta`` atomically; return the state file's path."""
+    """Write ``state`` (a :class:`~thermax.train.TrainState` or any Equinox state with
+    ``step`` and ``key`` fields) and ``meta`` atomically; return the state file's path."""
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     step = int(state.step)
@@ -58,7 +57,7 @@ def read_checkpoint_meta(directory: str | Path) -> dict | None:
     return json.loads(latest.read_text())
 
 
-def load_checkpoint(directory: str | Path, like: TrainState) -> tuple[TrainState, dict]:
+def load_checkpoint(directory: str | Path, like: eqx.Module) -> tuple[eqx.Module, dict]:
     """Read the newest checkpoint into the structure of ``like`` (a freshly made state)."""
     meta = read_checkpoint_meta(directory)
     if meta is None:

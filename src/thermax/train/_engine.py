@@ -85,9 +85,11 @@ class Trainer(eqx.Module):
         never deletes the arrays of the model the caller passed in.
         """
         sharding = NamedSharding(self.mesh, PartitionSpec())
+        # an explicit copy first: device_put(may_alias=False) of a 0-d array onto a
+        # replicated sharding was seen to keep the caller's buffer as one shard
         return jax.tree.map(
-            lambda x: jax.device_put(x, sharding, may_alias=False) if eqx.is_array(x) else x,
-            tree)
+            lambda x: jax.device_put(jnp.array(x, copy=True), sharding)
+            if eqx.is_array(x) else x, tree)
 
     def shard_batch(self, x: Array) -> Array:
         """Constrain the leading (batch) axis of ``x`` to be split over the mesh."""

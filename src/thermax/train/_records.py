@@ -16,24 +16,27 @@ class History:
     On resume, rows after the checkpoint's step are dropped so the file matches the state.
     """
 
-    def __init__(self, path: Path, *, resume_step: int | None = None):
+    def __init__(self, path: Path, *, resume_step: int | None = None,
+                 fields: list[str] | None = None):
         self.path = Path(path)
+        self.fields = HISTORY_FIELDS if fields is None else list(fields)
         rows = []
         if resume_step is not None and self.path.is_file():
             with open(self.path, newline="") as f:
                 rows = [r for r in csv.DictReader(f) if int(r["step"]) <= resume_step]
         with open(self.path, "w", newline="") as f:
-            writer = csv.DictWriter(f, HISTORY_FIELDS)
+            writer = csv.DictWriter(f, self.fields)
             writer.writeheader()
             writer.writerows(rows)
 
     def append(self, row: dict) -> None:
         with open(self.path, "a", newline="") as f:
-            csv.DictWriter(f, HISTORY_FIELDS).writerow({k: row[k] for k in HISTORY_FIELDS})
+            csv.DictWriter(f, self.fields).writerow({k: row[k] for k in self.fields})
 
     def read(self) -> list[dict[str, float]]:
         with open(self.path, newline="") as f:
-            return [{k: float(v) for k, v in r.items()} for r in csv.DictReader(f)]
+            return [{k: float(v) if v not in ("", None) else math.nan for k, v in r.items()}
+                    for r in csv.DictReader(f)]
 
 
 def _clean(value):

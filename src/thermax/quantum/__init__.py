@@ -1,0 +1,42 @@
+"""Quantum systems: the neural canonical transformation.
+
+Bases and flow wavefunctions, Laplacian methods and local energies, Metropolis walkers,
+the variational density matrix, its trainer (Adam or stochastic reconfiguration) and the
+``thermax run quantum-dot`` driver.
+"""
+
+from ._basis import AbstractBasis, OscillatorBasis2D, hermite_functions
+from ._density_matrix import (
+    AbstractOccupations,
+    DensityMatrix,
+    FixedOccupation,
+    SpinOccupations,
+)
+from ._hamiltonian import AbstractQuantumSystem, QuantumDot
+from ._laplacian import (
+    AbstractLaplacian,
+    ForwardLaplacian,
+    HutchinsonLaplacian,
+    LoopLaplacian,
+    kinetic_energy,
+)
+from ._metropolis import WalkerState, adapt_width, init_walkers, metropolis_step
+from ._run import QuantumRun, build_quantum_dot, execute_quantum, quantum_summary
+from ._sr import CGSR, SR, AbstractSRSolver, DenseSR, MinSR, SRState, score_matrix
+from ._trainer import QuantumStats, QuantumTrainer, QuantumTrainState, trainable
+from ._wavefunction import (
+    AbstractWavefunction,
+    FlowSlater,
+    join_occupation,
+    split_occupation,
+)
+
+__all__ = ["CGSR", "SR", "AbstractBasis", "AbstractLaplacian", "AbstractOccupations",
+           "AbstractQuantumSystem", "AbstractSRSolver", "AbstractWavefunction", "DenseSR",
+           "DensityMatrix", "FixedOccupation", "FlowSlater", "ForwardLaplacian",
+           "HutchinsonLaplacian", "LoopLaplacian", "MinSR", "OscillatorBasis2D",
+           "QuantumDot", "QuantumRun", "QuantumStats", "QuantumTrainState", "QuantumTrainer",
+           "SRState", "SpinOccupations", "WalkerState", "adapt_width", "build_quantum_dot",
+           "execute_quantum", "hermite_functions", "init_walkers", "join_occupation",
+           "kinetic_energy", "metropolis_step", "quantum_summary", "score_matrix",
+           "split_occupation", "trainable"]

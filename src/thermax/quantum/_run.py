@@ -1,0 +1,343 @@
+"""The run driver of quantum systems behind ``thermax run quantum-dot``.
+
+Follows the run contract (``shared/docs/RUNS.md``): ``config.json``, ``history.csv`` (with
+the Metropolis acceptance), ``checkpoint/`` (model, optimiser state, walkers, step, key),
+``results.json`` and plots (free energy against step, electron density, ``p(K)``).
+"""
+
+import dataclasses
+import json
+import math
+import time
+from pathlib import Path
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+from tqdm.auto import tqdm
+
+from ..train._checkpoint import load_checkpoint, read_checkpoint_meta, save_checkpoint
+from ..train._records import History, plot_history, write_json
+from ..train._run import Interrupted, NonFiniteError, _seed_keys, _version
+from ._density_matrix import DensityMatrix
+from ._hamiltonian import AbstractQuantumSystem
+from ._trainer import QuantumTrainer, QuantumTrainState
+
+QUANTUM_HISTORY_FIELDS = ["step", "beta", "temperature", "free_energy", "free_energy_stderr",
+                          "energy", "energy_stderr", "entropy", "entropy_stderr", "acceptance",
+                          "wall_time_s"]
+
+
+@dataclasses.dataclass(frozen=True)
+class QuantumRun:
+    """A configured quantum run: the system, the density-matrix model, the trainer, and
+    the exact (free fermions) or reference (published ground state) free energy."""
+
+    system_name: str
+    config: dict[str, Any]
+    system: AbstractQuantumSystem
+    model: DensityMatrix
+    trainer: QuantumTrainer
+    exact_free_energy: float | None
+    reference: dict[str, Any] = dataclasses.field(default_factory=dict)
+
+    @staticmethod
+    def summary(results: dict) -> str:
+        """The printed summary table (:func:`quantum_summary`)."""
+        return quantum_summary(results)
+
+    def execute(self, out_dir: str | Path, *, resume: bool = False,
+                stop_after_step: int | None = None, progress: bool = True) -> dict[str, Any]:
+        """Train into ``out_dir`` (see :func:`execute_quantum`)."""
+        return execute_quantum(self, out_dir, resume=resume, stop_after_step=stop_after_step,
+                               progress=progress)
+
+
+def execute_quantum(run: QuantumRun, out_dir: str | Path, *, resume: bool = False,
+                    stop_after_step: int | None = None, progress: bool = True
+                    ) -> dict[str, Any]:
+    """Train ``run`` in ``out_dir`` and return the final results (also in results.json).
+
+    With ``resume=True`` training continues from the newest checkpoint (walkers included),
+    so the result equals an uninterrupted run's. ``stop_after_step`` stops (raising
+    :class:`~thermax.train.Interrupted`) once that step is done and checkpointed.
+    """
+    cfg = run.config
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    ckpt_dir = out / "checkpoint"
+    (out / "config.json").write_text(
+        json.dumps({"system": run.system_name, "config": cfg}, indent=2) + "\n")
+    _, k_train, k_eval = _seed_keys(cfg["seed"])
+    trainer = run.trainer
+    state = trainer.init(run.model, key=k_train)
+    wall_before, resume_step = 0.0, None
+    if resume and read_checkpoint_meta(ckpt_dir) is not None:
+        state, meta = load_checkpoint(ckpt_dir, state)
+        state = trainer.shard_walkers(trainer.replicate(state))
+        wall_before, resume_step = float(meta.get("wall_time_s", 0.0)), int(state.step)
+    history = History(out / "history.csv", resume_step=resume_step,
+                      fields=QUANTUM_HISTORY_FIELDS)
+    steps, log_every = int(cfg["steps"]), max(1, int(cfg["log_every"]))
+    ckpt_every = int(cfg["checkpoint_every"])
+    start, t0 = int(state.step), time.perf_counter()
+
+    def wall() -> float:
+        return wall_before + time.perf_counter() - t0
+
+    def checkpoint(s: QuantumTrainState) -> None:
+        save_checkpoint(ckpt_dir, s, {"wall_time_s": wall(), "system": run.system_name})
+
+    n = run.system.n
+    bar = tqdm(total=steps, initial=start, disable=not progress, unit="step",
+               dynamic_ncols=True, desc=run.system_name)
+    try:
+        for step in range(start, steps):
+            state, stats = trainer.step(state)
+            done = step + 1
+            if done % log_every == 0 or done == steps:
+                row = {"step": done, **stats.as_dict(), "wall_time_s": wall()}
+                if not math.isfinite(row["free_energy"]):
+                    meta = read_checkpoint_meta(ckpt_dir)
+                    last = "none" if meta is None else f"step {meta['step']}"
+                    raise NonFiniteError(
+                        f"the free energy is {row['free_energy']} at step {done}; stopped "
+                        f"without saving this state (last checkpoint: {last}). Try a lower "
+                        "--lr, then --resume.")
+                history.append(row)
+                bar.set_postfix_str(f"F={row['free_energy']:.5f}±{row['free_energy_stderr']:.5f}"
+                                    f" acc={row['acceptance']:.2f}")
+            bar.update(1)
+            if ckpt_every and done % ckpt_every == 0:
+                checkpoint(state)
+            if stop_after_step is not None and done >= stop_after_step:
+                raise Interrupted(f"stopped after step {done} on request")
+    except KeyboardInterrupt:
+        bar.close()
+        try:
+            checkpoint(state)
+        except RuntimeError:
+            pass
+        raise
+    finally:
+        bar.close()
+    checkpoint(state)
+
+    figures = trainer.evaluate(state, key=k_eval, n_samples=int(cfg["eval_batch"]))
+    exact = run.exact_free_energy
+    temperature = float(trainer.temperature)
+    results = {
+        "system": run.system_name,
+        "config": cfg,
+        "n": n,
+        "beta": None if temperature == 0 else 1.0 / temperature,
+        "temperature": temperature,
+        **{k: figures[k] for k in ("free_energy", "free_energy_stderr", "energy",
+                                   "energy_stderr", "entropy", "entropy_stderr")},
+        "acceptance": figures["acceptance"],
+        "exact_free_energy": exact,
+        "relative_error": None if exact is None
+        else (figures["free_energy"] - exact) / abs(exact),
+        "log_z_importance": None,
+        "log_z_importance_stderr": None,
+        "ess_fraction": None,
+        "steps": int(state.step),
+        "wall_time_s": wall(),
+        "devices": trainer.mesh.size,
+        "version": _version(),
+        **run.reference,
+    }
+    write_json(out / "results.json", results)
+    _plots(out, run, state, history, results)
+    return results
+
+
+def _plots(out: Path, run: QuantumRun, state: QuantumTrainState, history: History,
+           results: dict) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    plot_history(out / "free_energy.png", history.read(), results["exact_free_energy"],
+                 run.system.n, final=results["free_energy"],
+                 final_err=results["free_energy_stderr"])
+    xs = np.asarray(state.walkers.positions).reshape(-1, run.system.dim)
+    fig, axes = plt.subplots(1, 2, figsize=(9, 4))
+    if run.system.dim >= 2:
+        lim = float(np.quantile(np.abs(xs), 0.995)) + 1e-6
+        axes[0].hist2d(xs[:, 0], xs[:, 1], bins=60, range=[[-lim, lim], [-lim, lim]],
+                       cmap="viridis")
+        axes[0].set_aspect("equal")
+        axes[0].set_title("electron density (walkers)")
+    keys = jax.random.split(jax.random.key(0), 2048)
+    k_up, k_down, log_p = state.model.occupations.sample_and_log_prob_batch(keys=keys)
+    labels, counts = np.unique(
+        [f"{tuple(map(int, u))}|{tuple(map(int, d))}" for u, d in zip(np.asarray(k_up),
+                                                                       np.asarray(k_down),
+                                                                       strict=True)],
+        return_counts=True)
+    order = np.argsort(-counts)[:12]
+    axes[1].bar(range(len(order)), counts[order] / counts.sum())
+    axes[1].set_xticks(range(len(order)), labels[order], rotation=70, fontsize=6)
+    axes[1].set_ylabel("frequency among 2048 samples")
+    axes[1].set_title("p(K): most frequent occupations (up|down)")
+    fig.tight_layout()
+    fig.savefig(out / "density_and_occupations.png", dpi=120)
+    plt.close(fig)
+
+
+def quantum_summary(results: dict) -> str:
+    """A short plain-text table of a quantum run's final figures."""
+    def fmt(value, err=None):
+        if value is None:
+            return "-"
+        return f"{value:.6f} +- {err:.6f}" if err is not None else f"{value:.6f}"
+
+    rows = [
+        ("free energy F", fmt(results["free_energy"], results["free_energy_stderr"])),
+        ("exact (or reference) F", fmt(results["exact_free_energy"])),
+        ("relative error", "-" if results["relative_error"] is None
+         else f"{results['relative_error']:.3e}"),
+        ("energy E", fmt(results["energy"], results["energy_stderr"])),
+        ("entropy S of p(K)", fmt(results["entropy"], results["entropy_stderr"])),
+        ("Metropolis acceptance", fmt(results["acceptance"])),
+    ]
+    if results.get("reference_energy") is not None:
+        rows.append(("reference E", f"{results['reference_energy']}  "
+                                    f"({results.get('reference_source', '')})"))
+    width = max(len(r[0]) for r in rows)
+    head = (f"{results['system']}  n={results['n']}  T={results['temperature']:g}  "
+            f"steps={results['steps']}")
+    return "\n".join([head] + [f"  {k:<{width}}  {v}" for k, v in rows])
+
+
+def quantum_optimizer(cfg: dict):
+    """Adam (with the run's schedule and clipping) or stochastic reconfiguration."""
+    from ._sr import SR, MinSR
+
+    if cfg["optimizer"] == "sr":
+        blocks = ("psi",) if cfg["temperature"] == 0 else ("p", "psi")
+        if cfg["flow"] == "identity":
+            blocks = tuple(b for b in blocks if b != "psi") or ("p",)
+        return SR(MinSR(), damping=cfg["sr_damping"], learning_rate=cfg["lr"],
+                  max_norm=cfg["sr_max_norm"] or None, blocks=blocks)
+    lr = (cfg["lr"] if cfg["lr_schedule"] == "constant"
+          else optax.cosine_decay_schedule(cfg["lr"], max(1, cfg["steps"]), cfg["lr_final"]))
+    chain = [optax.clip_by_global_norm(cfg["clip_grad"])] if cfg["clip_grad"] > 0 else []
+    return optax.chain(*chain, optax.adam(lr))
+
+
+def _flow(cfg: dict, n: int, dim: int, *, key, dtype):
+    from ..bijections import Backflow, Identity, continuous_flow, ferminet_flow
+    from ..nn import BackflowField
+
+    if cfg["flow"] == "identity":
+        return Identity((n, dim))
+    if cfg["flow"] == "ferminet":
+        return ferminet_flow(n, dim, layers=cfg["flow_layers"], width=cfg["flow_width"],
+                             depth=cfg["flow_depth"], key=key, dtype=dtype)
+    if cfg["flow"] == "backflow":
+        return Backflow(n, dim, width=cfg["flow_width"], depth=cfg["flow_depth"], key=key,
+                        dtype=dtype)
+    field = BackflowField(n, dim, width=cfg["flow_width"], depth=cfg["flow_depth"], key=key,
+                          dtype=dtype)
+    # the local energy differentiates ln|Psi| forward-over-reverse: "direct" supports it
+    # (the recursive checkpoint adjoint is reverse-only)
+    return continuous_flow(field, solver="rk4", steps=cfg["flow_layers"] * 4,
+                           adjoint="direct")
+
+
+def _occupation_model(cfg: dict, levels, n_up: int, n_down: int, beta, *, key, dtype):
+    """``p(K)``: an autoregressive set model per spin, pretrained to the free-fermion
+    Boltzmann distribution at the run's temperature (``--pretrain-steps``)."""
+    from ..distributions import AutoregressiveSet, pretrain_sets
+    from ..nn import SetMADE, SetTransformer
+    from ._density_matrix import SpinOccupations
+
+    m = int(levels.shape[0])
+    parts = []
+    for count, k in zip((n_up, n_down), jax.random.split(key, 2), strict=True):
+        if count == 0:
+            parts.append(None)
+            continue
+        k_net, k_pre = jax.random.split(k)
+        if cfg["occupation_net"] == "transformer":
+            net = SetTransformer(count, m, d=cfg["occupation_width"], heads=4,
+                                 depth=cfg["occupation_depth"], key=k_net, dtype=dtype)
+        else:
+            net = SetMADE(count, m, width=cfg["occupation_width"],
+                          depth=cfg["occupation_depth"], key=k_net, dtype=dtype)
+        model = AutoregressiveSet(net)
+        if cfg["pretrain_steps"] > 0 and count < m:
+            model, _ = pretrain_sets(model, levels, beta, key=k_pre,
+                                     steps=cfg["pretrain_steps"], batch=cfg["batch"])
+        parts.append(model)
+    return SpinOccupations(*parts)
+
+
+def build_quantum_dot(cfg: dict, mesh) -> QuantumRun:
+    """The quantum-dot run the options describe (checked before any work)."""
+    from ..exact import QUANTUM_DOT_REFERENCE, free_fermion_log_z
+    from ._basis import OscillatorBasis2D
+    from ._density_matrix import FixedOccupation
+    from ._hamiltonian import QuantumDot
+    from ._laplacian import ForwardLaplacian, HutchinsonLaplacian, LoopLaplacian
+    from ._wavefunction import FlowSlater
+
+    dtype = jnp.dtype(cfg["dtype"])
+    n_up, n_down, omega = cfg["n_up"], cfg["n_down"], cfg["omega"]
+    if n_up + n_down < 1:
+        raise ValueError("--n-up and --n-down: need at least one electron")
+    temperature = cfg["temperature"]
+    if cfg["beta"] is not None:
+        if temperature is not None and not math.isclose(temperature, 1.0 / cfg["beta"]):
+            raise ValueError(f"give --temperature or --beta, not both (got --temperature "
+                             f"{temperature} and --beta {cfg['beta']})")
+        temperature = 1.0 / cfg["beta"]
+    temperature = 0.0 if temperature is None else float(temperature)
+    cfg["temperature"], cfg["beta"] = temperature, (None if temperature == 0
+                                                    else 1.0 / temperature)
+    n_max = max(n_up, n_down)
+    if cfg["emax"] is None:   # the closed shells holding n_max, plus two more
+        shells = next(s for s in range(1, 100) if s * (s + 1) // 2 >= n_max) + 2
+        cfg["emax"] = float(shells * omega)
+    basis = OscillatorBasis2D(omega, emax=cfg["emax"], dtype=dtype)
+    m = basis.n_orbitals
+    if n_max > m:
+        raise ValueError(f"{n_max} electrons of one spin do not fit in the {m} orbitals "
+                         f"under --emax {cfg['emax']} (energies up to {cfg['emax']}); raise "
+                         "--emax")
+    system = QuantumDot(n_up, n_down, omega, coulomb=cfg["coulomb"])
+    k_flow, k_occ = jax.random.split(_seed_keys(cfg["seed"])[0])
+    flow = _flow(cfg, n_up + n_down, 2, key=k_flow, dtype=dtype)
+    wavefunction = FlowSlater(basis, flow, n_up, n_down)
+    levels = basis.energies
+    if temperature == 0:
+        occupations = FixedOccupation(jnp.arange(n_up), jnp.arange(n_down))
+    else:
+        occupations = _occupation_model(cfg, levels, n_up, n_down, 1.0 / temperature,
+                                        key=k_occ, dtype=dtype)
+    model = DensityMatrix(occupations, wavefunction)
+    laplacian = {"forward": ForwardLaplacian(), "loop": LoopLaplacian(),
+                 "hutchinson": HutchinsonLaplacian()}[cfg["laplacian"]]
+    trainer = QuantumTrainer(system, quantum_optimizer(cfg), laplacian,
+                             temperature=temperature, batch=cfg["batch"], sweeps=cfg["sweeps"],
+                             burn_in=cfg["burn_in"], clip=cfg["clip_eloc"] or None, mesh=mesh)
+    exact, reference = None, {}
+    if cfg["coulomb"] == 0:   # free fermions: exact with the same cutoff
+        if temperature == 0:
+            exact = float(jnp.sum(levels[:n_up]) + jnp.sum(levels[:n_down]))
+        else:
+            beta = 1.0 / temperature
+            exact = float(-free_fermion_log_z(levels, (n_up, n_down), beta) / beta)
+    elif temperature == 0:
+        ref = QUANTUM_DOT_REFERENCE.get((n_up, n_down, float(omega)))
+        if ref is not None and cfg["coulomb"] == 1.0:
+            exact = float(ref[0])
+            reference = {"reference_energy": float(ref[0]),
+                         "reference_energy_error": float(ref[1]),
+                         "reference_source": ref[2]}
+    return QuantumRun("quantum-dot", cfg, system, model, trainer, exact, reference)

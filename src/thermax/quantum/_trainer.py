@@ -1,0 +1,312 @@
+r"""Training the variational density matrix: walkers, local energies and gradients.
+
+One step of :class:`QuantumTrainer`:
+
+1. draw ``K_b ~ p`` for each of the ``B`` walkers (a fresh occupation every step);
+2. move walker ``b`` by ``sweeps`` Metropolis sweeps in ``|Psi_{K_b}|^2`` (re-thermalising
+   it for its new ``K``) and adapt the proposal width toward acceptance 1/2;
+3. local energies ``E_loc(x_b; K_b)`` with the Laplacian method of the trainer;
+4. ``f_b = T ln p(K_b) + E_loc(x_b; K_b)``, ``F = mean f`` (``T = 0``: ``F = E``), and the
+   gradients
+
+   .. math::
+
+       g_p = E[(f - \bar f)\,\nabla \ln p(K)], \qquad
+       g_\psi = 2 E[(E_{\rm loc} - \bar E_{\rm loc})\,\nabla \ln|\Psi_K(x)|]
+
+   (REINFORCE with the batch-mean baseline; the VMC gradient, unbiased with any constant
+   baseline as every ``Psi_K`` stays normalised), optionally with the local energies
+   clipped to ``median +- clip * mean|E_loc - median|`` in ``g_psi`` only;
+5. an Adam (any optax) or stochastic-reconfiguration (:class:`SR`) update.
+
+All randomness comes from the state's key; the walkers, the optimiser state and the step
+are explicit state, so a checkpoint of :class:`QuantumTrainState` resumes exactly.
+"""
+
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+import optax
+from jax.sharding import Mesh, NamedSharding, PartitionSpec
+from jaxtyping import Array, Float, Int, PRNGKeyArray, PyTree
+
+from ._density_matrix import DensityMatrix
+from ._hamiltonian import AbstractQuantumSystem
+from ._laplacian import AbstractLaplacian
+from ._metropolis import WalkerState, adapt_width, init_walkers, metropolis_step
+from ._sr import SR, score_matrix
+
+BATCH_AXIS = "batch"
+
+
+class QuantumStats(eqx.Module):
+    """Figures of one step or evaluation (0-d arrays): ``F``, ``E``, ``S`` of ``p(K)``
+    with standard errors, the temperature and the Metropolis acceptance."""
+
+    temperature: Float[Array, ""]
+    free_energy: Float[Array, ""]
+    free_energy_stderr: Float[Array, ""]
+    energy: Float[Array, ""]
+    energy_stderr: Float[Array, ""]
+    entropy: Float[Array, ""]
+    entropy_stderr: Float[Array, ""]
+    acceptance: Float[Array, ""]
+
+    def as_dict(self) -> dict[str, float]:
+        out = {k: float(v) for k, v in vars(self).items()}
+        t = out["temperature"]
+        out["beta"] = float("inf") if t == 0 else 1.0 / t
+        return out
+
+
+class QuantumTrainState(eqx.Module):
+    """Everything that evolves: the model, optimiser state, walkers, step and key."""
+
+    model: DensityMatrix
+    opt_state: PyTree
+    walkers: WalkerState
+    step: Int[Array, ""]
+    key: PRNGKeyArray
+
+
+def trainable(model: DensityMatrix) -> PyTree:
+    """The filter spec of the trained parameters: every inexact array of the occupation
+    model and of the wavefunction's flow (the basis, e.g. the trap frequency, stays
+    fixed)."""
+    spec = jax.tree.map(eqx.is_inexact_array, model)
+    basis = getattr(model.wavefunction, "basis", None)
+    if basis is not None:
+        spec = eqx.tree_at(lambda m: m.wavefunction.basis, spec,
+                           jax.tree.map(lambda _: False, basis))
+    return spec
+
+
+def _mean_and_stderr(values: Array) -> tuple[Array, Array]:
+    n = values.shape[0]
+    return jnp.mean(values), jnp.std(values) * jnp.sqrt(1.0 / max(n - 1, 1))
+
+
+def _clipped(e_loc: Array, clip: float | None) -> Array:
+    if clip is None:
+        return e_loc
+    centre = jnp.median(e_loc)
+    spread = jnp.mean(jnp.abs(e_loc - centre))
+    return jnp.clip(e_loc, centre - clip * spread, centre + clip * spread)
+
+
+class QuantumTrainer(eqx.Module):
+    """Minimise the quantum free energy of a :class:`DensityMatrix` (see the module docs).
+
+    Components are values: the ``system``, the ``laplacian`` method, the ``optimizer``
+    (an optax transformation, or :class:`SR` for stochastic reconfiguration with separate
+    blocks ``"p"`` and ``"psi"``). ``temperature`` is a 0-d array (``0``: ground state,
+    with a :class:`FixedOccupation`). Walkers and occupation samples are split over the
+    devices of ``mesh`` along the batch; the model is replicated.
+
+    Args:
+        system: the Hamiltonian.
+        optimizer: an ``optax.GradientTransformation`` or an :class:`SR`.
+        laplacian: the Laplacian method of the local energy.
+        temperature: ``T >= 0`` (energy units of the system).
+        batch: walkers, one occupation each (divisible by the number of devices).
+        sweeps: Metropolis sweeps per step (re-thermalise after ``K`` is redrawn).
+        burn_in: sweeps at :meth:`init`.
+        width: the initial proposal width.
+        clip: local-energy clipping in ``g_psi`` (in mean absolute deviations), or None.
+        mesh: a 1-D device mesh named ``"batch"`` (default: all devices).
+    """
+
+    system: AbstractQuantumSystem
+    optimizer: optax.GradientTransformation | SR
+    laplacian: AbstractLaplacian
+    temperature: Float[Array, ""]
+    batch: int = eqx.field(static=True)
+    sweeps: int = eqx.field(static=True)
+    burn_in: int = eqx.field(static=True)
+    width: float = eqx.field(static=True)
+    clip: float | None = eqx.field(static=True)
+    mesh: Mesh = eqx.field(static=True)
+
+    def __init__(self, system: AbstractQuantumSystem, optimizer, laplacian: AbstractLaplacian,
+                 *, temperature: float, batch: int, sweeps: int = 10, burn_in: int = 200,
+                 width: float = 0.5, clip: float | None = 5.0, mesh: Mesh | None = None):
+        mesh = Mesh(jax.devices(), (BATCH_AXIS,)) if mesh is None else mesh
+        if not isinstance(batch, int) or batch < 2 or batch % mesh.size:
+            raise ValueError(f"QuantumTrainer: batch must be an integer >= 2 divisible by the "
+                             f"{mesh.size} device(s), got {batch!r}")
+        if not float(temperature) >= 0:
+            raise ValueError(f"QuantumTrainer: temperature must be >= 0, got {temperature}")
+        for name, value in (("sweeps", sweeps), ("burn_in", burn_in)):
+            if not isinstance(value, int) or value < 1:
+                raise ValueError(f"QuantumTrainer: {name} must be an integer >= 1, got "
+                                 f"{value!r}")
+        if not width > 0:
+            raise ValueError(f"QuantumTrainer: width must be > 0, got {width}")
+        if clip is not None and not clip > 0:
+            raise ValueError(f"QuantumTrainer: clip must be > 0 or None, got {clip}")
+        self.system, self.optimizer, self.laplacian = system, optimizer, laplacian
+        self.temperature = jnp.asarray(temperature, jnp.result_type(float))
+        self.batch, self.sweeps, self.burn_in = batch, sweeps, burn_in
+        self.width, self.clip, self.mesh = float(width), clip, mesh
+
+    # ------------------------------------------------------------------ sharding helpers
+    def replicate(self, tree: PyTree) -> PyTree:
+        """Copies of every array of ``tree`` on all devices (never aliases)."""
+        sharding = NamedSharding(self.mesh, PartitionSpec())
+        # an explicit copy first: device_put(may_alias=False) of a 0-d array onto a
+        # replicated sharding was seen to keep the caller's buffer as one shard, which the
+        # donating step then deleted
+        return jax.tree.map(
+            lambda x: jax.device_put(jnp.array(x, copy=True), sharding)
+            if eqx.is_array(x) else x, tree)
+
+    def _shard(self, x: Array) -> Array:
+        return jax.lax.with_sharding_constraint(
+            x, NamedSharding(self.mesh, PartitionSpec(BATCH_AXIS)))
+
+    # ------------------------------------------------------------------ pieces of a step
+    def _occupations(self, model: DensityMatrix, key: PRNGKeyArray, batch: int):
+        keys = self._shard(jax.random.split(key, batch))
+        return model.occupations.sample_and_log_prob_batch(keys=keys)
+
+    def _walk(self, model: DensityMatrix, walkers: WalkerState, k_up, k_down, key, sweeps):
+        walkers = metropolis_step(lambda xs: model.log_psi_batch(xs, k_up, k_down), walkers,
+                                  key=key, n_sweeps=sweeps)
+        return adapt_width(walkers)
+
+    def _local_energies(self, model: DensityMatrix, xs, k_up, k_down, key):
+        return self.system.local_energy_batch(model.log_psi, xs, k_up, k_down,
+                                              laplacian=self.laplacian, key=key)
+
+    def _stats(self, log_p, e_loc, walkers) -> tuple[QuantumStats, Array]:
+        f = self.temperature * log_p + e_loc
+        free, free_err = _mean_and_stderr(f)
+        energy, energy_err = _mean_and_stderr(e_loc)
+        entropy, entropy_err = _mean_and_stderr(-log_p)
+        return QuantumStats(self.temperature, free, free_err, energy, energy_err, entropy,
+                            entropy_err, walkers.mean_acceptance), f
+
+    def init(self, model: DensityMatrix, *, key: PRNGKeyArray) -> QuantumTrainState:
+        """Step 0: walkers drawn around the origin and burnt in for the first occupations."""
+        key, k_occ, k_pos, k_walk = jax.random.split(key, 4)
+        k_up, k_down, _ = self._occupations(model, k_occ, self.batch)
+        dtype = jnp.result_type(float)
+        xs = self._shard(jax.random.normal(k_pos, (self.batch, *self.system.shape), dtype))
+        walkers = init_walkers(lambda x: model.log_psi_batch(x, k_up, k_down), xs, self.width)
+        walkers = eqx.filter_jit(self._walk, donate="none")(
+            model, walkers, k_up, k_down, k_walk, self.burn_in)
+        params = eqx.filter(model, trainable(model))
+        opt_state = (self.optimizer.init() if isinstance(self.optimizer, SR)
+                     else self.optimizer.init(params))
+        state = self.replicate(
+            QuantumTrainState(model, opt_state, walkers, jnp.asarray(0, jnp.int32), key))
+        return self.shard_walkers(state)
+
+    def shard_walkers(self, state: QuantumTrainState) -> QuantumTrainState:
+        """``state`` with the walkers' per-walker arrays split over the devices along the
+        batch (as a training step returns them, so the step compiles once)."""
+        batch = NamedSharding(self.mesh, PartitionSpec(BATCH_AXIS))
+        walkers = jax.tree.map(
+            lambda x: jax.device_put(x, batch) if eqx.is_array(x) and x.ndim >= 1 else x,
+            state.walkers)
+        return eqx.tree_at(lambda s: s.walkers, state, walkers)
+
+    def _gradients(self, model: DensityMatrix, k_up, k_down, xs, f, e_loc):
+        spec = trainable(model)
+        params, static = eqx.partition(model, spec)
+        f_c = jax.lax.stop_gradient(f - jnp.mean(f))
+        e_c = jax.lax.stop_gradient(_clipped(e_loc, self.clip))
+        e_c = e_c - jnp.mean(e_c)
+
+        def surrogate(p):
+            m = eqx.combine(p, static)
+            log_p = m.occupations.log_prob_batch(k_up, k_down)
+            log_psi = m.log_psi_batch(xs, k_up, k_down)
+            # f - mean is zero where p is fixed (T = 0), so log p adds nothing there
+            reinforce = jnp.mean(f_c * jnp.where(jnp.isfinite(log_p), log_p, 0.0))
+            return reinforce + 2.0 * jnp.mean(e_c * log_psi)
+
+        return jax.grad(surrogate)(params), params, static, e_c, f_c
+
+    def _sr_update(self, state, params, static, grads, k_up, k_down, xs):
+        """Stochastic reconfiguration with the blocks ``p`` (occupations) and ``psi``."""
+        occ_params, psi_params = params.occupations, params.wavefunction
+
+        def log_p(prm, sample):
+            m = eqx.combine(eqx.tree_at(lambda q: q.occupations, params, prm), static)
+            return m.occupations.log_prob(*sample)
+
+        def log_psi(prm, sample):
+            m = eqx.combine(eqx.tree_at(lambda q: q.wavefunction, params, prm), static)
+            return m.log_psi(*sample)
+
+        blocks = self.optimizer.blocks
+        scores, block_grads = {}, {}
+        if "p" in blocks:
+            scores["p"] = score_matrix(log_p, occ_params, (k_up, k_down))
+            block_grads["p"] = grads.occupations
+        if "psi" in blocks:
+            scores["psi"] = score_matrix(log_psi, psi_params, (xs, k_up, k_down))
+            block_grads["psi"] = grads.wavefunction
+        block_updates, opt_state = self.optimizer.update(block_grads, scores, state.opt_state)
+        # a block the optimiser does not hold (p at T = 0: no parameters) gets no update
+        updates = jax.tree.map(jnp.zeros_like, grads)
+        if "p" in blocks:
+            updates = eqx.tree_at(lambda q: q.occupations, updates, block_updates["p"],
+                                  is_leaf=lambda x: x is None)
+        if "psi" in blocks:
+            updates = eqx.tree_at(lambda q: q.wavefunction, updates, block_updates["psi"],
+                                  is_leaf=lambda x: x is None)
+        return updates, opt_state
+
+    def _step(self, state: QuantumTrainState) -> tuple[QuantumTrainState, QuantumStats]:
+        key, k_occ, k_walk, k_lap = jax.random.split(state.key, 4)
+        model = state.model
+        k_up, k_down, log_p = self._occupations(model, k_occ, self.batch)
+        walkers = self._walk(model, state.walkers, k_up, k_down, k_walk, self.sweeps)
+        xs = self._shard(walkers.positions)
+        e_loc = self._local_energies(model, xs, k_up, k_down, k_lap)
+        stats, f = self._stats(log_p, e_loc, walkers)
+        grads, params, static, _, _ = self._gradients(model, k_up, k_down, xs, f, e_loc)
+        if isinstance(self.optimizer, SR):
+            updates, opt_state = self._sr_update(state, params, static, grads, k_up, k_down,
+                                                 xs)
+        else:
+            updates, opt_state = self.optimizer.update(grads, state.opt_state, params)
+        model = eqx.combine(optax.apply_updates(params, updates), static)
+        return QuantumTrainState(model, opt_state, walkers, state.step + 1, key), stats
+
+    @eqx.filter_jit(donate="all-except-first")
+    def step(self, state: QuantumTrainState) -> tuple[QuantumTrainState, QuantumStats]:
+        """One optimisation step (see the module docs)."""
+        return self._step(state)
+
+    @eqx.filter_jit
+    def _evaluate_chunk(self, model, walkers, key):
+        k_occ, k_walk, k_lap = jax.random.split(key, 3)
+        k_up, k_down, log_p = self._occupations(model, k_occ, self.batch)
+        walkers = self._walk(model, walkers, k_up, k_down, k_walk, self.sweeps)
+        e_loc = self._local_energies(model, walkers.positions, k_up, k_down, k_lap)
+        return walkers, log_p, e_loc
+
+    def evaluate(self, state: QuantumTrainState, *, key: PRNGKeyArray, n_samples: int
+                 ) -> dict[str, float]:
+        """``F``, ``E``, ``S`` with standard errors from ``n_samples`` fresh occupations
+        (in chunks of ``batch``; each chunk re-thermalises the walkers for its ``K``).
+
+        The walkers of successive chunks are correlated; the error bars assume
+        independence (use enough ``sweeps``).
+        """
+        chunks = max(1, -(-int(n_samples) // self.batch))
+        walkers, log_ps, e_locs, acc = state.walkers, [], [], []
+        for k in jax.random.split(key, chunks):
+            walkers, log_p, e_loc = self._evaluate_chunk(state.model, walkers, k)
+            log_ps.append(log_p)
+            e_locs.append(e_loc)
+            acc.append(walkers.mean_acceptance)
+        log_p, e_loc = jnp.concatenate(log_ps), jnp.concatenate(e_locs)
+        stats, _ = self._stats(log_p, e_loc, walkers)
+        out = stats.as_dict()
+        out["acceptance"] = float(jnp.mean(jnp.stack(acc)))
+        out["samples"] = int(log_p.shape[0])
+        return out
