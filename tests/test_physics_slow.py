@@ -70,3 +70,24 @@ def test_coulomb_pair_thermodynamics_by_autodiff(coulomb_pair):
     r = coulomb_pair
     for name in ("dF_dtrap", "dF_dcoupling"):
         assert abs(r[name] - r["exact_" + name]) < 4 * r[name + "_stderr"], name
+
+
+@pytest.fixture(scope="module")
+def free_fermion_dot(tmp_path_factory):
+    """Polarised free fermions, N = 6, omega = 1, beta = 2, 66 orbitals (11 shells): the
+    identity flow makes every Psi_K an eigenstate, so p(K) alone is learned."""
+    run = build_run("quantum-dot", {
+        "n_up": 6, "n_down": 0, "coulomb": 0.0, "beta": 2.0, "flow": "identity",
+        "emax": 11.0, "pretrain_steps": 2000, "steps": 1600, "batch": 512,
+        "eval_batch": 65536, "lr": 1e-3})
+    return run.execute(tmp_path_factory.mktemp("slow") / "dot", progress=False)
+
+
+@pytest.mark.slow
+def test_free_fermion_dot_free_energy(free_fermion_dot):
+    """F within 1e-4 of the exact 13.323898 (canonical free fermions, same cutoff), and
+    never below it by more than 4 standard errors."""
+    r = free_fermion_dot
+    assert r["exact_free_energy"] == pytest.approx(13.3238982, abs=2e-7)
+    assert r["free_energy"] >= r["exact_free_energy"] - 4 * r["free_energy_stderr"]
+    assert abs(r["free_energy"] - 13.323898) < 1e-4
