@@ -86,3 +86,12 @@ def without_jaxtyping():
         yield
     finally:
         jaxtyping.config.update("jaxtyping_disable", False)
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _release_compiled_programs():
+    """Drop JAX's compiled programs after each test module. Fixtures share compilations
+    within a module; across modules the caches only grow, and late in the full suite an
+    XLA compilation segfaulted (twice, in the same module, passing on its own)."""
+    yield
+    jax.clear_caches()
