@@ -1,28 +1,35 @@
-"""Laplacian methods and local energies: against the trace of the full Hessian, exact
-eigenstates of the quantum dot (constant local energy), and bad input."""
+"""Laplacian methods and local energies: against the trace of the full Hessian (small
+functions and the real flow wavefunctions), exact eigenstates of the quantum dot (constant
+local energy), scan unrolling, the folx fallback, and bad input."""
 
 import math
+import warnings
 
+import equinox as eqx
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from thermax.bijections import Backflow, Identity, ferminet_flow
+from thermax.quantum import FlowSlater, OscillatorBasis2D
 from thermax.quantum._hamiltonian import QuantumDot
 from thermax.quantum._laplacian import (
     ForwardLaplacian,
     HutchinsonLaplacian,
     LoopLaplacian,
     kinetic_energy,
+    unroll_scans,
 )
 
 #: Every exact method, by name.
 EXACT = {
     "loop": LoopLaplacian(),
     "loop-vmapped": LoopLaplacian(vmapped=True),
-    "forward": ForwardLaplacian(),                            # sparse, threshold 0.6
-    "forward-dense": ForwardLaplacian(sparsity_threshold=0),
-    "forward-sparse-abs": ForwardLaplacian(sparsity_threshold=3),
+    "forward": ForwardLaplacian(),                            # auto: dense folx
+    "forward-sparse": ForwardLaplacian(backend="folx", sparsity_threshold=0.6),
+    "forward-sparse-abs": ForwardLaplacian(backend="folx", sparsity_threshold=3),
+    "forward-ffwd": ForwardLaplacian(backend="forward"),      # vmapped jvp-of-jvp
 }
 N, DIM = 3, 2
 
@@ -125,6 +132,133 @@ def test_hutchinson_probes_average_and_rademacher_exact_on_diagonal_hessian():
     np.testing.assert_allclose(lap_g, jnp.trace(hess_g.reshape(6, 6)), atol=1e-10)
 
 
+# ------------------------------------------------------------------ flow wavefunctions
+
+def _perturbed(flow):
+    """Every gain set to 0.8 (0 at initialisation is the identity map), so the flow and its
+    log-det genuinely depend on the coordinates."""
+    def gains(m):
+        inner = m.stacked if hasattr(m, "stacked") else m
+        return inner.gain
+    return eqx.tree_at(gains, flow, replace_fn=lambda g: jnp.full_like(g, 0.8))
+
+
+def _flow_wavefunction(flow_name, n_up, n_down):
+    n, key = n_up + n_down, jax.random.key(8)
+    flow = {"ferminet": lambda: _perturbed(ferminet_flow(n, 2, layers=2, width=8, depth=2,
+                                                         key=key)),
+            "backflow": lambda: _perturbed(Backflow(n, 2, width=8, depth=2, key=key)),
+            "identity": lambda: Identity((n, 2))}[flow_name]()
+    psi = FlowSlater(OscillatorBasis2D(1.0, n_orbitals=4), flow, n_up, n_down)
+    k_up = jnp.array([2, 0, 1][:n_up])
+    k_down = jnp.array([1, 3][:n_down]) if n_down else None
+    return lambda x: psi.log_abs(x, k_up, k_down)
+
+
+#: (flow, n_up, n_down) -> the methods checked on it by default: polarised and unpolarised
+#: (N = 3: 2 up + 1 down), every method on some flow wavefunction, within the time budget
+#: (through ferminet_flow the loop and sparse folx each compile for ~10 s on CPU). The
+#: full matrix, every exact method on every case, is test_flow_wavefunctions_full (slow).
+FLOW_CASES = {
+    ("ferminet", 2, 1): ("forward", "forward-ffwd"),
+    ("backflow", 2, 1): ("loop", "forward", "forward-sparse", "forward-ffwd"),
+    ("backflow", 3, 0): ("loop", "forward"),
+}
+ALL_FLOW_CASES = [("ferminet", 2, 1), ("ferminet", 2, 0), ("backflow", 2, 1),
+                  ("backflow", 3, 0), ("identity", 2, 1), ("identity", 3, 0)]
+
+
+def _flow_check(spec, methods):
+    """Per wavefunction, one jit: its methods and the brute-force reference (``jax.grad``
+    and the trace of ``jax.hessian``) on two configurations; asserts agreement to 1e-8."""
+    f = _flow_wavefunction(*spec)
+    n = spec[1] + spec[2]
+    xs = 0.9 * jax.random.normal(jax.random.key(9), (2, n, 2))
+
+    def one(x):
+        hess = jax.hessian(f)(x).reshape(2 * n, 2 * n)
+        return jax.grad(f)(x), jnp.trace(hess), {m: EXACT[m](f, x) for m in methods}
+
+    grad_ref, lap_ref, res = jax.jit(jax.vmap(one))(xs)
+    assert float(jnp.min(jnp.abs(lap_ref))) > 0.1
+    assert set(res) == set(methods)
+    for name, (grad, lap) in res.items():
+        np.testing.assert_allclose(grad, grad_ref, rtol=0, atol=1e-8, err_msg=name)
+        np.testing.assert_allclose(lap, lap_ref, rtol=0, atol=1e-8, err_msg=name)
+
+
+@pytest.mark.parametrize("spec", list(FLOW_CASES), ids=lambda s: f"{s[0]}-{s[1]}+{s[2]}")
+def test_exact_methods_on_flow_wavefunctions(spec):
+    """ForwardLaplacian (every backend) and LoopLaplacian against the Hessian trace of
+    FlowSlater wavefunctions: ferminet_flow (a Scan of layers with jacfwd log-dets, which
+    folx alone cannot trace) and Backflow, polarised and unpolarised."""
+    _flow_check(spec, FLOW_CASES[spec])
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("spec", ALL_FLOW_CASES, ids=lambda s: f"{s[0]}-{s[1]}+{s[2]}")
+def test_flow_wavefunctions_full(spec):
+    """Every exact method on every flow wavefunction (ferminet_flow, Backflow, Identity;
+    polarised and unpolarised)."""
+    _flow_check(spec, tuple(EXACT))
+
+
+def test_perturbed_ferminet_flow_is_not_the_identity():
+    f_flow = _flow_wavefunction("ferminet", 2, 1)
+    f_id = _flow_wavefunction("identity", 2, 1)
+    x = 0.9 * jax.random.normal(jax.random.key(9), (3, 2))
+    assert abs(float(f_flow(x) - f_id(x))) > 1e-2
+
+
+# ------------------------------------------------------------------ scans and fallback
+
+def test_unroll_scans_same_values_and_derivatives():
+    """A reverse scan with scanned inputs and stacked outputs, nested in a jitted function
+    inside another scan: unrolled, the value and gradient are unchanged and no scan is
+    left in the jaxpr."""
+    w = jnp.array([0.3, -0.7, 1.1])
+
+    @jax.jit
+    def inner(c):
+        return jax.lax.scan(lambda c, wi: (jnp.sin(c) * wi + c, c * wi), c, w, reverse=True)
+
+    def f(x):
+        def outer(c, _):
+            c, ys = inner(c)
+            return c, jnp.sum(ys)
+        c, zs = jax.lax.scan(outer, x, None, length=2)
+        return jnp.sum(c**2) + jnp.sum(zs * jnp.arange(1.0, 3.0))
+
+    g = unroll_scans(f)
+    x = jnp.array([0.4, -1.2])
+    np.testing.assert_allclose(g(x), f(x), rtol=1e-14)
+    np.testing.assert_allclose(jax.grad(g)(x), jax.grad(f)(x), rtol=1e-13)
+    assert "scan" not in str(jax.make_jaxpr(g)(x))
+    assert "scan" in str(jax.make_jaxpr(f)(x))
+
+
+def _while_fn(x):
+    y = jax.lax.while_loop(lambda c: c[0] < 3,
+                           lambda c: (c[0] + 1, jnp.sin(c[1]) + c[1]), (0, x))[1]
+    return jnp.sum(y**2)
+
+
+def test_auto_falls_back_when_folx_cannot_trace(without_jaxtyping):
+    """folx has no rule for while_loop: backend="folx" raises, "auto" warns and uses the
+    forward-over-forward backend, exact against forward-mode Hessians."""
+    x = jnp.array([[0.3, 0.5], [0.1, -0.2]])
+    hess = jax.jacfwd(jax.jacfwd(lambda v: _while_fn(v.reshape(2, 2))))(x.reshape(-1))
+    with pytest.raises(Exception):
+        ForwardLaplacian(backend="folx")(_while_fn, x)
+    with pytest.warns(UserWarning, match="using the 'forward' backend"):
+        grad, lap = ForwardLaplacian()(_while_fn, x)
+    np.testing.assert_allclose(lap, jnp.trace(hess), atol=1e-12)
+    np.testing.assert_allclose(grad, jax.jacfwd(_while_fn)(x), atol=1e-12)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")          # folx works on the MLP: no fallback
+        ForwardLaplacian()(FUNCTIONS["mlp"], X)
+
+
 # ------------------------------------------------------------------ exact eigenstates
 
 OMEGA = 1.3
@@ -157,7 +291,8 @@ XS = 1.2 * jax.random.normal(jax.random.key(5), (6, 2, 2))
 
 
 @pytest.mark.parametrize("state", list(EIGENSTATES))
-@pytest.mark.parametrize("method_name", ["loop", "loop-vmapped", "forward", "forward-dense"])
+@pytest.mark.parametrize("method_name", ["loop", "loop-vmapped", "forward", "forward-sparse",
+                                         "forward-ffwd"])
 def test_local_energy_of_eigenstate_is_constant(method_name, state):
     system, log_psi, energy = EIGENSTATES[state]
     e = jax.jit(lambda xs: system.local_energy_batch(log_psi, xs,
@@ -246,6 +381,8 @@ def test_bad_inputs(without_jaxtyping):
         HutchinsonLaplacian(1, probe="uniform")
     with pytest.raises(ValueError, match="sparsity_threshold"):
         ForwardLaplacian(sparsity_threshold=-1)
+    with pytest.raises(ValueError, match="backend must be"):
+        ForwardLaplacian(backend="jet")
     with pytest.raises(ValueError, match="real 0-d"):
         LoopLaplacian()(lambda x: x, X)
     with pytest.raises(TypeError, match="floating"):

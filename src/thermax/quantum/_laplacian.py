@@ -21,10 +21,12 @@ method                      cost for ``d = n * dim`` coords      notes
                                                                  batches them (``d`` x the
                                                                  memory, more parallel)
 :class:`ForwardLaplacian`   one forward pass carrying value,     exact; the forward
-                            (sparse) ``d``-vector Jacobian and   Laplacian (Li et al.,
-                            Laplacian through every primitive    Nat. Mach. Intell. 2024)
-                                                                 via ``folx``; the fastest
-                                                                 exact one
+                            (dense or sparse) ``d``-vector       Laplacian (Li et al.,
+                            Jacobian and Laplacian through       Nat. Mach. Intell. 2024)
+                            every primitive (``folx``), or       via ``folx`` (scans
+                            ``d`` batched second-order           unrolled), falling back
+                            directional derivatives sharing      to forward-over-forward;
+                            one primal (``backend="forward"``)   the fastest exact one
 :class:`HutchinsonLaplacian`  one linearisation, ``n_probes``    unbiased estimate
                             tangent passes                       ``E[v^T H v]``; needs
                                                                  ``key``
@@ -33,7 +35,8 @@ method                      cost for ``d = n * dim`` coords      notes
 Every method returns ``(grad f(x), laplacian f(x))`` for one configuration ``x`` of any
 shape (gradient with the shape of ``x``); batch with ``jax.vmap``. All are pure functions
 of their inputs and can be differentiated again (e.g. with respect to parameters that ``f``
-closes over).
+closes over). :func:`unroll_scans` (used by the folx backend) rewrites a function's
+``lax.scan`` s into their iterations.
 """
 
 import abc
