@@ -538,7 +538,7 @@ QUANTUM_DOT = (
            "cheapest Laplacian), a continuous backflow field, or the identity (plain Slater "
            "determinants)",
            choices=("ferminet", "backflow", "cnf", "identity")),
-    Option("flow_layers", int, 2, "ferminet: residual layers; cnf: RK4 steps / 4",
+    Option("flow_layers", int, 2, "ferminet, backflow: residual layers; cnf: RK4 steps / 4",
            check=_at_least(1)),
     Option("flow_width", int, 16, "hidden units of the flow's networks", check=_at_least(1)),
     Option("flow_depth", int, 2, "hidden layers of the flow's networks", check=_at_least(1)),

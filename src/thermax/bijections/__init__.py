@@ -16,7 +16,13 @@ from ._continuous import (
 )
 from ._coupling import AffineCoupling, channel_mask, checkerboard_mask
 from ._elementwise import SinhArcsinh
-from ._equivariant import AbstractResidualBijection, Backflow, FermiNetLayer, ferminet_flow
+from ._equivariant import (
+    AbstractResidualBijection,
+    Backflow,
+    FermiNetLayer,
+    backflow_flow,
+    ferminet_flow,
+)
 from ._neuralrg import NeuralRG, PlaquetteRealNVP
 from ._random_symmetry import AbstractRandomSymmetry, RandomLatticeSymmetry
 from ._realnvp import lattice_real_nvp
@@ -25,7 +31,8 @@ from ._spectral import SpectralScale
 __all__ = ["ADJOINTS", "RK4", "SOLVERS", "AbstractBijection", "AbstractDivergence",
            "AbstractRandomSymmetry", "AbstractResidualBijection", "Affine", "AffineCoupling",
            "Backflow", "Chain", "ContinuousFlow", "ElementwiseAffine", "ExactDivergence",
-           "FermiNetLayer", "Identity", "RandomLatticeSymmetry", "ferminet_flow",
+           "FermiNetLayer", "Identity", "RandomLatticeSymmetry", "backflow_flow",
+           "ferminet_flow",
            "HutchinsonDivergence", "Invert", "NeuralRG", "PlaquetteRealNVP", "Scale", "Scan",
            "SinhArcsinh", "SpectralScale", "channel_mask", "checkerboard_mask",
            "continuous_flow", "exact_log_det", "lattice_real_nvp"]

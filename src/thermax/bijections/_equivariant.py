@@ -36,7 +36,7 @@ import jax.numpy as jnp
 from jaxtyping import Array, Float, PRNGKeyArray
 
 from ._base import AbstractBijection
-from ._chain import Scan
+from ._chain import Chain, Scan
 
 
 def _default(dtype):
@@ -311,33 +311,44 @@ class Backflow(AbstractResidualBijection):
     ``docs/PHYSICS.md`` is the same family with ``eta -> -eta``. Equivariant under
     relabelling the particles and under rotations and reflections ``O(dim)``.
 
-    The radial function, with ``q = |r|^2`` (smooth at ``r = 0``, no square root):
+    The radial function of the pair distance ``s = |r|`` (``radial="distance"``, the
+    default) or of its square ``q = |r|^2`` (``radial="squared"``):
 
     .. math::
 
-        \eta(q) = a \tanh\bigl(\widehat{\rm MLP}(\ln(1 + q))\bigr),\qquad
-        a = \frac{L \tanh\gamma}{3 n},
+        \eta(s) = a \tanh\bigl(\widehat{\rm MLP}(\ln(1 + s))\bigr),\quad a = \frac{L
+        \tanh\gamma}{2 n};\qquad
+        \eta(q) = a \tanh\bigl(\widehat{\rm MLP}(\ln(1 + q))\bigr),\quad a = \frac{L
+        \tanh\gamma}{3 n},
 
     ``\widehat{MLP}`` a scalar ``tanh`` MLP with spectrally normalised weights
     (1-Lipschitz), ``gamma`` a learnable gain (0 at initialisation: the identity) and
     ``L = lipschitz``.
 
+    **Cusps.** A function of ``s`` has a term linear in ``|r|``: ``eta(s) r`` is
+    continuously differentiable but its second derivatives jump at ``r = 0``, which is
+    what the electron--electron cusp of the wavefunction needs (Kato: ``Psi ~ 1 + |r| /
+    (dim - 1)`` for opposite spins). The squared form is smooth everywhere, so its
+    wavefunctions have no cusp and their local energy diverges like ``1 / |r|`` as two
+    electrons meet (slower convergence and larger variance with Coulomb repulsion).
+
     **The bound** ``Lip(f) <= L |tanh gamma| < L < 1``. Proof: the pair displacement
-    ``g(r) = eta(|r|^2) r`` has the symmetric Jacobian ``eta I + 2 eta'(q) r r^T``, of
-    eigenvalues ``eta`` (across ``r``) and ``eta + 2 q eta'(q)`` (along ``r``). Here
-    ``|eta| <= |a|`` and ``|2 q eta'(q)| <= |a| * 1 * 2q / (1 + q) <= 2 |a|`` (``tanh'``
-    and the MLP's slope are at most 1), so ``||Dg|| <= 3 |a|``. ``g`` is odd, so
-    ``G_ij = Dg(r_ij) = G_ji``; the Jacobian of ``f`` acts as ``(J v)_i = sum_{j != i}
-    G_ij (v_i - v_j)``, a symmetric matrix with quadratic form ``v^T J v = 1/2
-    sum_{i != j} (v_i - v_j)^T G_ij (v_i - v_j)``, bounded by ``(3 |a| / 2) sum_{i,j}
-    |v_i - v_j|^2 <= 3 n |a| |v|^2``. So ``||J|| <= 3 n |a| = L |tanh gamma|``.
+    ``g(r) = eta r`` has the symmetric Jacobian ``eta I + eta'(s) s rhat rhat^T``
+    (distance) or ``eta I + 2 eta'(q) r r^T`` (squared), of eigenvalues ``eta`` (across
+    ``r``) and ``eta + s eta'(s)`` or ``eta + 2 q eta'(q)`` (along ``r``). Here ``|eta| <=
+    |a|``, ``|s eta'(s)| <= |a| s / (1 + s) <= |a|`` and ``|2 q eta'(q)| <= |a| 2q / (1 +
+    q) <= 2 |a|`` (``tanh'`` and the MLP's slope are at most 1), so ``||Dg|| <= c |a|``
+    with ``c = 2`` (distance) or ``3`` (squared). ``g`` is odd, so ``G_ij = Dg(r_ij) =
+    G_ji``; the Jacobian of ``f`` acts as ``(J v)_i = sum_{j != i} G_ij (v_i - v_j)``, a
+    symmetric matrix with quadratic form ``v^T J v = 1/2 sum_{i != j} (v_i - v_j)^T G_ij
+    (v_i - v_j)``, bounded by ``(c |a| / 2) sum_{i,j} |v_i - v_j|^2 <= c n |a| |v|^2``. So
+    ``||J|| <= c n |a| = L |tanh gamma|``.
 
     The bound trades reach for safety: the displacement of a pair is at most ``|a| |r|``,
-    so the backflow is weak for many particles; stack layers (:class:`Scan`, or a
-    :class:`Chain` with :class:`FermiNetLayer` s) for a larger effect. Cost ``O(n^2
-    width^2)`` per evaluation of ``f``; the Jacobian is built in closed form from ``eta`` and
-    ``eta'`` (one forward-mode pass of the scalar net, not ``n dim`` JVPs of ``f``), then
-    ``slogdet``.
+    so one layer's backflow is weak for many particles; stack layers (:func:`backflow_flow`,
+    a :class:`Chain`) for a larger effect. Cost ``O(n^2 width^2)`` per evaluation of ``f``;
+    the Jacobian is built in closed form from ``eta`` and ``eta'`` (one forward-mode pass
+    of the scalar net, not ``n dim`` JVPs of ``f``), then ``slogdet``.
 
     Args:
         n: number of particles.
@@ -345,6 +356,8 @@ class Backflow(AbstractResidualBijection):
         width: hidden units of ``eta``'s MLP.
         depth: hidden layers of ``eta``'s MLP (``>= 1``).
         lipschitz: the guaranteed bound ``L``, in ``(0, 1)`` (default 0.9).
+        radial: ``"distance"`` (default; ``eta`` of ``|r|``, wavefunctions with cusps) or
+            ``"squared"`` (``eta`` of ``|r|^2``, smooth).
         max_iter, tol: of the fixed-point inverse (see :class:`AbstractResidualBijection`).
         key: initialisation key.
         dtype: parameter dtype (default: the default float).
@@ -359,13 +372,18 @@ class Backflow(AbstractResidualBijection):
     gain: Float[Array, ""]
     shape: tuple[int, ...] = eqx.field(static=True)
     lipschitz: float = eqx.field(static=True)
+    radial: str = eqx.field(static=True)
     max_iter: int = eqx.field(static=True)
     tol: float | None = eqx.field(static=True)
 
     def __init__(self, n: int, dim: int, *, width: int, depth: int, key: PRNGKeyArray,
-                 lipschitz: float = 0.9, max_iter: int = 500, tol: float | None = None,
-                 dtype=None):
+                 lipschitz: float = 0.9, radial: str = "distance", max_iter: int = 500,
+                 tol: float | None = None, dtype=None):
         _check_sizes("Backflow", n=n, dim=dim, width=width, depth=depth)
+        if radial not in ("distance", "squared"):
+            raise ValueError(f"Backflow: radial must be 'distance' or 'squared', got "
+                             f"{radial!r}")
+        self.radial = radial
         self.lipschitz, self.max_iter, self.tol = _check_iteration(
             "Backflow", lipschitz, max_iter, tol)
         dtype = _default(dtype)
@@ -373,30 +391,69 @@ class Backflow(AbstractResidualBijection):
         self.gain = jnp.zeros((), dtype)
         self.shape = (int(n), int(dim))
 
-    def eta(self, q: Float[Array, "*batch"]) -> Float[Array, "*batch"]:
-        """The backflow function ``eta`` at squared distances ``q = |x_i - x_j|^2``."""
+    def eta(self, u: Float[Array, "*batch"]) -> Float[Array, "*batch"]:
+        """The backflow function ``eta`` at pair distances ``u = |x_i - x_j|``
+        (``radial="distance"``) or at their squares (``radial="squared"``)."""
         n = self.shape[0]
-        t = jnp.log1p(q)[..., None]
-        amplitude = self.lipschitz * jnp.tanh(self.gain) / (3 * n)
+        t = jnp.log1p(u)[..., None]
+        c = 2 if self.radial == "distance" else 3
+        amplitude = self.lipschitz * jnp.tanh(self.gain) / (c * n)
         return amplitude * jnp.tanh(_unit_mlp(self.weights, self.biases, t)[..., 0])
 
-    def _residual(self, x):
+    def _pairs(self, x):
+        """Pair vectors ``r_ij``, the radial variable ``u_ij`` (1 on the diagonal, where
+        ``r_ii = 0``: no square root of 0, whose derivative is infinite) and the mask."""
+        n = x.shape[0]
         diff = x[:, None, :] - x[None, :, :]
-        eta = self.eta(jnp.sum(diff**2, axis=-1))  # the diagonal multiplies diff_ii = 0
-        return jnp.einsum("ij,ijd->id", eta, diff)
+        eye = jnp.eye(n, dtype=x.dtype)
+        q = jnp.sum(diff**2, axis=-1) + eye
+        return diff, (jnp.sqrt(q) if self.radial == "distance" else q), 1 - eye
+
+    def _residual(self, x):
+        diff, u, mask = self._pairs(x)
+        return jnp.einsum("ij,ijd->id", mask * self.eta(u), diff)
 
     def _residual_and_jacobian(self, x):
-        # Closed form (cheaper than n dim JVPs): G_ij = eta I + 2 eta'(q) r r^T for j != i,
-        # J[i, :, j, :] = -G_ij and J[i, :, i, :] = sum_{j != i} G_ij.
+        # Closed form (cheaper than n dim JVPs): G_ij = eta I + w r r^T for j != i, with
+        # w = eta'(s) / s (distance) or 2 eta'(q) (squared); J[i, :, j, :] = -G_ij and
+        # J[i, :, i, :] = sum_{j != i} G_ij.
         n, dim = x.shape
-        diff = x[:, None, :] - x[None, :, :]
-        q = jnp.sum(diff**2, axis=-1)
-        eta, deta = jax.jvp(self.eta, (q,), (jnp.ones_like(q),))  # elementwise in q
-        mask = 1 - jnp.eye(n, dtype=x.dtype)
+        diff, u, mask = self._pairs(x)
+        eta, deta = jax.jvp(self.eta, (u,), (jnp.ones_like(u),))  # elementwise in u
+        eta = mask * eta
+        w = deta / u if self.radial == "distance" else 2 * deta
         eye = jnp.eye(dim, dtype=x.dtype)
         g = mask[:, :, None, None] * (eta[:, :, None, None] * eye[None, None]
-                                      + 2 * deta[:, :, None, None]
+                                      + w[:, :, None, None]
                                       * diff[:, :, :, None] * diff[:, :, None, :])
         jac = (jnp.einsum("ij,iab->iajb", jnp.eye(n, dtype=x.dtype), jnp.sum(g, axis=1))
                - jnp.transpose(g, (0, 2, 1, 3)))
         return jnp.einsum("ij,ijd->id", eta, diff), jac.reshape(n * dim, n * dim)
+
+
+def backflow_flow(n: int, dim: int, *, layers: int, width: int, depth: int,
+                  key: PRNGKeyArray, lipschitz: float = 0.9, radial: str = "distance",
+                  max_iter: int = 500, tol: float | None = None, dtype=None) -> Chain:
+    """``layers`` :class:`Backflow` s in a :class:`Chain` (a Python loop, no ``lax.scan``:
+    every Laplacian method, the forward one included, traces it directly); the identity
+    at initialisation.
+
+    One layer moves a pair by at most ``L / (2 n)`` of its separation; stacking compounds
+    the effect (``layers`` contractions of the relative coordinate by up to ``1 - L / n``
+    each), which a two-electron dot already needs to reach its exact ground state.
+
+    Args:
+        n, dim: particles and spatial dimension.
+        layers: number of backflow layers (``>= 1``).
+        width, depth, lipschitz, radial, max_iter, tol, dtype: of each layer (see
+            :class:`Backflow`).
+        key: initialisation key.
+
+    Example:
+        >>> flow = backflow_flow(2, 2, layers=3, width=16, depth=2, key=jax.random.key(0))
+    """
+    _check_sizes("backflow_flow", layers=layers)
+    keys = jax.random.split(key, int(layers))
+    return Chain([Backflow(n, dim, width=width, depth=depth, key=k, lipschitz=lipschitz,
+                           radial=radial, max_iter=max_iter, tol=tol, dtype=dtype)
+                  for k in keys])

@@ -231,7 +231,7 @@ def quantum_optimizer(cfg: dict):
 
 
 def _flow(cfg: dict, n: int, dim: int, *, key, dtype):
-    from ..bijections import Backflow, Identity, continuous_flow, ferminet_flow
+    from ..bijections import Identity, backflow_flow, continuous_flow, ferminet_flow
     from ..nn import BackflowField
 
     if cfg["flow"] == "identity":
@@ -240,8 +240,8 @@ def _flow(cfg: dict, n: int, dim: int, *, key, dtype):
         return ferminet_flow(n, dim, layers=cfg["flow_layers"], width=cfg["flow_width"],
                              depth=cfg["flow_depth"], key=key, dtype=dtype)
     if cfg["flow"] == "backflow":
-        return Backflow(n, dim, width=cfg["flow_width"], depth=cfg["flow_depth"], key=key,
-                        dtype=dtype)
+        return backflow_flow(n, dim, layers=cfg["flow_layers"], width=cfg["flow_width"],
+                             depth=cfg["flow_depth"], key=key, dtype=dtype)
     field = BackflowField(n, dim, width=cfg["flow_width"], depth=cfg["flow_depth"], key=key,
                           dtype=dtype)
     # the local energy differentiates ln|Psi| forward-over-reverse: "direct" supports it
