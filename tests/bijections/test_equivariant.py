@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 from conftest import perturb
 
-from thermax.bijections import Backflow, FermiNetLayer, Scan, ferminet_flow
+from thermax.bijections import Backflow, Chain, FermiNetLayer, Scan, backflow_flow, ferminet_flow
 
 
 def _strong(flow, gain=2.0):
@@ -23,6 +23,8 @@ def _strong(flow, gain=2.0):
     if isinstance(flow, Scan):
         return eqx.tree_at(lambda f: f.stacked.gain, flow,
                            jnp.full_like(flow.stacked.gain, gain))
+    if isinstance(flow, Chain):
+        return Chain([_strong(b, gain) for b in flow.bijections])
     return eqx.tree_at(lambda f: f.gain, flow, jnp.asarray(gain, flow.gain.dtype))
 
 
@@ -34,6 +36,9 @@ FLOWS = {
                          False),
     "backflow": (lambda k: Backflow(3, 2, width=8, depth=2, key=k), True),
     "backflow-3d": (lambda k: Backflow(4, 3, width=6, depth=1, lipschitz=0.99, key=k), True),
+    "backflow-squared": (lambda k: Backflow(3, 2, width=8, depth=2, radial="squared", key=k),
+                         True),
+    "backflow-flow": (lambda k: backflow_flow(3, 2, layers=2, width=6, depth=1, key=k), False),
 }
 N_POINTS = 4
 
@@ -126,7 +131,9 @@ def test_lipschitz_bound(name):
         bound = flow.lipschitz * abs(np.tanh(float(flow.gain)))
         assert bound < 1
     else:
-        layer_bounds = flow.stacked.lipschitz * np.abs(np.tanh(np.asarray(flow.stacked.gain)))
+        layers = ([flow.stacked] if isinstance(flow, Scan) else list(flow.bijections))
+        layer_bounds = np.concatenate([
+            b.lipschitz * np.abs(np.tanh(np.atleast_1d(np.asarray(b.gain)))) for b in layers])
         assert np.all(layer_bounds < 1)
         bound = np.prod(1 + layer_bounds) - 1
     assert np.all(r["residual_norms"] <= bound), (r["residual_norms"], bound)
@@ -137,6 +144,7 @@ def test_lipschitz_bound_many_points():
     strongly clustered configurations (where the pair terms are largest)."""
     key = jax.random.key(7)
     for make in (lambda k: Backflow(3, 2, width=8, depth=2, key=k),
+                 lambda k: Backflow(3, 2, width=8, depth=2, radial="squared", key=k),
                  lambda k: FermiNetLayer(3, 2, width=8, depth=2, key=k)):
         k1, k2, k3, key = jax.random.split(key, 4)
         flow = _strong(perturb(make(k1), key=k2, scale=1.0), gain=4.0)
@@ -218,6 +226,27 @@ def test_bad_arguments_builder_and_shape():
         ferminet_flow(3, 2, layers=0, width=4, depth=1, key=jax.random.key(0))
     with pytest.raises(ValueError, match="n must be >= 1"):
         ferminet_flow(0, 2, layers=2, width=4, depth=1, key=jax.random.key(0))
+    with pytest.raises(ValueError, match="layers must be >= 1"):
+        backflow_flow(3, 2, layers=0, width=4, depth=1, key=jax.random.key(0))
+    with pytest.raises(ValueError, match="radial must be 'distance' or 'squared'"):
+        Backflow(3, 2, width=4, depth=1, radial="log", key=jax.random.key(0))
     flow = Backflow(3, 2, width=4, depth=1, key=jax.random.key(0))
     with pytest.raises(ValueError, match=r"expected a configuration of shape \(3, 2\)"):
         flow.transform(jnp.zeros((2, 3)))
+
+
+def test_backflow_distance_gives_a_cusp():
+    """At coalescence, the log-det of a distance backflow has a term linear in |r| (the
+    slope a wavefunction's electron-electron cusp needs); the squared form's is quadratic.
+    Two particles at +-(t/2, 0): the one-sided slope d ln det / dt at t -> 0."""
+    def slope(radial):
+        flow = _strong(perturb(Backflow(2, 2, width=6, depth=1, radial=radial,
+                                        key=jax.random.key(11)), key=jax.random.key(12)))
+
+        def log_det(t):
+            x = jnp.array([[t / 2, 0.0], [-t / 2, 0.0]])
+            return flow.transform_and_log_det(x)[1]
+        t = 1e-6
+        return float((log_det(2 * t) - log_det(t)) / t)
+    assert abs(slope("distance")) > 1e-2
+    assert abs(slope("squared")) < 1e-4
