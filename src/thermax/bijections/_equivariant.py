@@ -407,7 +407,12 @@ class Backflow(AbstractResidualBijection):
         diff = x[:, None, :] - x[None, :, :]
         eye = jnp.eye(n, dtype=x.dtype)
         q = jnp.sum(diff**2, axis=-1) + eye
-        return diff, (jnp.sqrt(q) if self.radial == "distance" else q), 1 - eye
+        if self.radial == "squared":
+            return diff, q, 1 - eye
+        # two particles exactly on top of each other (measure zero, but a grid can hit
+        # it): s = 0 with a zero derivative instead of sqrt's infinite one
+        apart = q > 0
+        return diff, jnp.where(apart, jnp.sqrt(jnp.where(apart, q, 1)), 0), 1 - eye
 
     def _residual(self, x):
         diff, u, mask = self._pairs(x)
@@ -421,7 +426,9 @@ class Backflow(AbstractResidualBijection):
         diff, u, mask = self._pairs(x)
         eta, deta = jax.jvp(self.eta, (u,), (jnp.ones_like(u),))  # elementwise in u
         eta = mask * eta
-        w = deta / u if self.radial == "distance" else 2 * deta
+        # distance: w r r^T -> 0 as r -> 0 (|w r r^T| <= |eta'| |r|); guard u = 0
+        w = (jnp.where(u > 0, deta / jnp.where(u > 0, u, 1), 0) if self.radial == "distance"
+             else 2 * deta)
         eye = jnp.eye(dim, dtype=x.dtype)
         g = mask[:, :, None, None] * (eta[:, :, None, None] * eye[None, None]
                                       + w[:, :, None, None]
