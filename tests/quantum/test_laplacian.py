@@ -248,7 +248,7 @@ def test_auto_falls_back_when_folx_cannot_trace(without_jaxtyping):
     forward-over-forward backend, exact against forward-mode Hessians."""
     x = jnp.array([[0.3, 0.5], [0.1, -0.2]])
     hess = jax.jacfwd(jax.jacfwd(lambda v: _while_fn(v.reshape(2, 2))))(x.reshape(-1))
-    with pytest.raises(Exception):
+    with pytest.raises(Exception):  # noqa: B017 - whatever folx raises for a missing rule
         ForwardLaplacian(backend="folx")(_while_fn, x)
     with pytest.warns(UserWarning, match="using the 'forward' backend"):
         grad, lap = ForwardLaplacian()(_while_fn, x)
