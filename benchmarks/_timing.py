@@ -2,6 +2,7 @@
 the record of the machine a figure was measured on."""
 
 import datetime
+import json
 import os
 import platform
 import statistics
@@ -67,7 +68,7 @@ def environment() -> dict:
         "python": platform.python_version(),
         "platform": platform.platform(),
         "cpu_count": os.cpu_count(),
-        "load_average": list(os.getloadavg()) if hasattr(os, "getloadavg") else None,
+        "load_average": load_average(),
         "jax": jax.__version__,
         "equinox": eqx.__version__,
         "backend": jax.default_backend(),
@@ -75,3 +76,27 @@ def environment() -> dict:
         "xla_flags": os.environ.get("XLA_FLAGS", ""),
         "git_commit": commit,
     }
+
+
+def load_average() -> list[float] | None:
+    """The 1, 5 and 15 minute load averages, or None where the platform has none."""
+    return list(os.getloadavg()) if hasattr(os, "getloadavg") else None
+
+
+def load_note(env: dict) -> str | None:
+    """One line on the machine's load during the run (from :func:`environment`, with
+    ``load_average_end`` where :func:`write_results` set it): timings are noisy when busy."""
+    load, end = env.get("load_average"), env.get("load_average_end")
+    if not load:
+        return None
+    return (f"load average at start {load[0]:.2f}" + (f", at end {end[0]:.2f}" if end else "")
+            + f" (cpu count {env['cpu_count']}); timings on a busy machine are noisy")
+
+
+def write_results(results: dict, out: Path, format_table) -> None:
+    """Record the end-of-run load, print ``format_table(results)`` and write the JSON."""
+    results["environment"]["load_average_end"] = load_average()
+    print(format_table(results))
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(results, indent=2) + "\n")
+    print(f"\nwritten {out}")

@@ -22,8 +22,6 @@ a warm-up, then timed ``--repeats`` times; the median is reported.
 """
 
 import argparse
-import json
-import os
 import sys
 from pathlib import Path
 
@@ -31,7 +29,7 @@ import equinox as eqx
 import jax
 
 # _timing.py sits next to this script (on sys.path when run as a script)
-from _timing import environment, time_train_steps
+from _timing import environment, load_note, time_train_steps, write_results
 
 from thermax.catalog import build_run
 
@@ -81,13 +79,9 @@ def format_tables(results: dict) -> str:
         for n, r in results["scaling"].items():
             e, h = r["exact"]["timing"]["median_s"], r["hutchinson"]["timing"]["median_s"]
             lines.append(f"{n:<24} {e:>12.4f} {h:>17.4f} {e / h:>6.2f}")
-    load = results["environment"]["load_average"]
-    end = results["environment"].get("load_average_end")
-    if load:
-        lines.append(f"\nload average at start {load[0]:.2f}"
-                     + (f", at end {end[0]:.2f}" if end else "")
-                     + f" (cpu count {results['environment']['cpu_count']}); timings on a busy "
-                     "machine are noisy")
+    note = load_note(results["environment"])
+    if note:
+        lines.append("\n" + note)
     return "\n".join(lines)
 
 
@@ -130,13 +124,7 @@ def main(argv=None) -> int:
             print(f"[N={n} {div}] compiling and timing ...", file=sys.stderr, flush=True)
             row[div] = bench({**common, "n": n, "dim": 2, "divergence": div}, repeats=repeats)
         results["scaling"][str(n)] = row
-    results["environment"]["load_average_end"] = (
-        list(os.getloadavg()) if hasattr(os, "getloadavg") else None)
-
-    print(format_tables(results))
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(results, indent=2) + "\n")
-    print(f"\nwritten {args.out}")
+    write_results(results, args.out, format_tables)
     return 0
 
 

@@ -40,7 +40,6 @@ against ``loop``: the largest and the median ``|E - E_loop| / (1 + |E_loop|)`` o
 
 import argparse
 import json
-import os
 import statistics
 import sys
 import time
@@ -51,7 +50,7 @@ import jax
 import jax.numpy as jnp
 
 # _timing.py sits next to this script (on sys.path when run as a script)
-from _timing import compile_ahead, environment
+from _timing import compile_ahead, environment, load_average, load_note, write_results
 
 from thermax.bijections import Chain, backflow_flow, ferminet_flow
 from thermax.quantum import FlowSlater, OscillatorBasis2D
@@ -188,13 +187,9 @@ def format_table(results: dict) -> str:
     lines.append("")
     for label, ratio in results["forward_over_loop_speedup"].items():
         lines.append(f"{label}: forward is {ratio:.2f}x faster than the exact loop")
-    load = results["environment"]["load_average"]
-    end = results["environment"].get("load_average_end")
-    if load:
-        lines.append(f"load average at start {load[0]:.2f}"
-                     + (f", at end {end[0]:.2f}" if end else "")
-                     + f" (cpu count {results['environment']['cpu_count']}); timings on a busy "
-                     "machine are noisy")
+    note = load_note(results["environment"])
+    if note:
+        lines.append(note)
     return "\n".join(lines)
 
 
@@ -286,21 +281,14 @@ def main(argv=None) -> int:
             results["results"][label] = {
                 "n": n, "width": width, "n_orbitals": n_orb, "batch": args.batch,
                 "chunk": chunk, "repeats": args.repeats, "dtype": args.dtype,
-                "load_average_after": (list(os.getloadavg()) if hasattr(os, "getloadavg")
-                                       else None),
+                "load_average_after": load_average(),
                 "methods": row}
             if "median_s" in row.get("forward", {}):
                 results["forward_over_loop_speedup"][label] = (
                     row["loop"]["median_s"] / row["forward"]["median_s"])
             args.out.parent.mkdir(parents=True, exist_ok=True)     # partial results
             args.out.write_text(json.dumps(results, indent=2) + "\n")
-    results["environment"]["load_average_end"] = (
-        list(os.getloadavg()) if hasattr(os, "getloadavg") else None)
-
-    print(format_table(results))
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(results, indent=2) + "\n")
-    print(f"\nwritten {args.out}")
+    write_results(results, args.out, format_table)
     return 0
 
 

@@ -26,8 +26,6 @@ faster than 1.6 s, i.e. <= 0.53 s per epoch.
 """
 
 import argparse
-import json
-import os
 import sys
 from pathlib import Path
 
@@ -35,7 +33,7 @@ import equinox as eqx
 import jax
 
 # _timing.py sits next to this script (on sys.path when run as a script)
-from _timing import environment, time_train_steps
+from _timing import environment, load_note, time_train_steps, write_results
 
 from thermax.bijections import ContinuousFlow, ExactDivergence
 from thermax.catalog import build_run
@@ -89,13 +87,9 @@ def format_table(results: dict) -> str:
         lines.append(f"{name:<11} {r['n_params']:>7} {t['median_s']:>8.3f} {t['min_s']:>7.3f} "
                      f"{r['speedup_vs_original']:>8.1f}x {r['compile']['compile_s']:>9.1f}  "
                      f"{status}")
-    load = results["environment"]["load_average"]
-    end = results["environment"].get("load_average_end")
-    if load:
-        lines.append(f"\nload average at start {load[0]:.2f}"
-                     + (f", at end {end[0]:.2f}" if end else "")
-                     + f" (cpu count {results['environment']['cpu_count']}); timings on a busy "
-                     "machine are noisy")
+    note = load_note(results["environment"])
+    if note:
+        lines.append("\n" + note)
     return "\n".join(lines)
 
 
@@ -137,12 +131,7 @@ def main(argv=None) -> int:
     }
     for v in variants:
         results["variants"][v] = bench(v, options, repeats=repeats)
-    results["environment"]["load_average_end"] = (
-        list(os.getloadavg()) if hasattr(os, "getloadavg") else None)
-    print(format_table(results))
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(results, indent=2) + "\n")
-    print(f"\nwritten {args.out}")
+    write_results(results, args.out, format_table)
     return 0
 
 

@@ -29,9 +29,7 @@ CPU cores, i.e. <= 1.13 s.
 """
 
 import argparse
-import json
 import math
-import os
 import sys
 from pathlib import Path
 
@@ -41,7 +39,7 @@ import jax.numpy as jnp
 import optax
 
 # _timing.py sits next to this script (on sys.path when run as a script)
-from _timing import environment, time_train_steps
+from _timing import environment, load_note, time_train_steps, write_results
 
 from thermax.bijections import AffineCoupling, Chain, NeuralRG, Scan, channel_mask
 from thermax.distributions import StandardNormal, Transformed, Z2Symmetrized
@@ -127,13 +125,9 @@ def format_table(results: dict) -> str:
         lines.append(f"{name:<8} {r['n_params']:>7} {t['median_s']:>8.3f} {t['min_s']:>7.3f} "
                      f"{t['cpu_median_s']:>7.3f} {r['speedup_vs_original']:>8.1f}x "
                      f"{r['compile']['compile_s']:>9.1f}  {status}")
-    load = results["environment"]["load_average"]
-    end = results["environment"].get("load_average_end")
-    if load:
-        lines.append(f"\nload average at start {load[0]:.2f}"
-                     + (f", at end {end[0]:.2f}" if end else "")
-                     + f" (cpu count {results['environment']['cpu_count']}); timings on a busy "
-                     "machine are noisy")
+    note = load_note(results["environment"])
+    if note:
+        lines.append("\n" + note)
     return "\n".join(lines)
 
 
@@ -184,13 +178,7 @@ def main(argv=None) -> int:
         results["variants"][v] = bench_variant(
             v, size=args.L, batch=args.batch, n_couplings=args.n_couplings, hidden=hidden,
             repeats=repeats, key=jax.random.fold_in(key, i))
-    results["environment"]["load_average_end"] = (
-        list(os.getloadavg()) if hasattr(os, "getloadavg") else None)
-
-    print(format_table(results))
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(results, indent=2) + "\n")
-    print(f"\nwritten {args.out}")
+    write_results(results, args.out, format_table)
     return 0
 
 

@@ -22,8 +22,6 @@ the median is reported. Targets: cached PixelCNN batch < 4 s, cached MADE batch 
 """
 
 import argparse
-import json
-import os
 import statistics
 import sys
 from pathlib import Path
@@ -34,7 +32,7 @@ import jax.numpy as jnp
 import optax
 
 # _timing.py sits next to this script (on sys.path when run as a script)
-from _timing import compile_ahead, environment, now, time_train_steps
+from _timing import compile_ahead, environment, load_note, now, time_train_steps, write_results
 
 from thermax.distributions import AutoregressiveSpins
 from thermax.nn import MADE, PixelCNN
@@ -186,11 +184,9 @@ def format_table(results: dict) -> str:
             status = "OK" if tgt["holds"] else "MISSED"
             lines.append(f"  {name:<9} {label:<18} {tgt['value']:>8.3f}  target "
                          f"{tgt['target']:<6}  {status}")
-    load = results["environment"]["load_average"]
-    if load:
-        lines.append(f"\nload average at start {load[0]:.2f} (cpu count "
-                     f"{results['environment']['cpu_count']}); timings on a busy machine "
-                     "are noisy")
+    note = load_note(results["environment"])
+    if note:
+        lines.append("\n" + note)
     return "\n".join(lines)
 
 
@@ -246,13 +242,7 @@ def main(argv=None) -> int:
         results["models"][name] = bench_model(
             name, model, size=args.L, batch=args.batch, naive_batch_size=naive_batches[name],
             repeats=repeats, naive_repeats=naive_repeats, key=jax.random.fold_in(key_bench, i))
-    results["environment"]["load_average_end"] = (
-        list(os.getloadavg()) if hasattr(os, "getloadavg") else None)
-
-    print(format_table(results))
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(results, indent=2) + "\n")
-    print(f"\nwritten {args.out}")
+    write_results(results, args.out, format_table)
     return 0
 
 
