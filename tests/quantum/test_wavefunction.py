@@ -370,6 +370,7 @@ def test_occupation_forms_and_invalid_indices():
     assert float(wf.log_abs(x, jnp.array([1, 1]), down)) == -np.inf
     assert np.isnan(float(wf.log_abs(x, jnp.array([1, 15]), down)))
     assert np.isnan(float(wf.log_abs(x, up, jnp.array([-1, 3]))))
+    assert np.isnan(float(wf.log_abs(x, jnp.array([15, 15]), down)))   # invalid beats Pauli
     bad_up, bad_down = split_occupation(jnp.array([1, 15, 16, 18]), 2, 15)
     assert np.isnan(float(wf.log_abs(x, bad_up, bad_down)))
 

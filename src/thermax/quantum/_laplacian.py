@@ -149,12 +149,24 @@ class LoopLaplacian(AbstractLaplacian):
         return grad, jax.lax.fori_loop(0, d, body, jnp.zeros((), v.dtype))
 
 
+def _sub_jaxprs(params: dict):
+    """The jaxprs held in an equation's parameters (a ``scan`` body, ``cond`` branches, a
+    ``jit``'s function), as ``jax.extend.core.jaxprs_in_params`` gives them from jax 0.10 on;
+    spelled out here so that jax 0.9 works too."""
+    from jax.extend.core import ClosedJaxpr, Jaxpr
+
+    for value in params.values():
+        for item in value if isinstance(value, (tuple, list)) else (value,):
+            if isinstance(item, ClosedJaxpr):
+                yield item.jaxpr
+            elif isinstance(item, Jaxpr):
+                yield item
+
+
 def _has_scan(jaxpr) -> bool:
     """Whether a jaxpr holds a ``scan``, at any depth of nesting."""
-    from jax.extend.core import jaxprs_in_params
-
     return any(eqn.primitive.name == "scan"
-               or any(_has_scan(sub) for sub in jaxprs_in_params(eqn.params))
+               or any(_has_scan(sub) for sub in _sub_jaxprs(eqn.params))
                for eqn in jaxpr.eqns)
 
 

@@ -121,13 +121,18 @@ class AbstractWavefunction(eqx.Module):
 def _slater(phi: Array, k: Array) -> tuple[Array, Array]:
     """``slogdet`` of ``phi[:, k]`` (rows: electrons, columns: occupied orbitals).
 
-    An index outside ``[0, M)`` gives a NaN column (never a silently wrapped orbital)."""
+    An index outside ``[0, M)`` gives a NaN column (never a silently wrapped orbital). A
+    repeated index among valid ones gives exactly ``(0, -inf)`` (Pauli), set here rather
+    than left to the round-off of the LU factorisation of two equal columns."""
     if k.shape[0] == 0:
         return jnp.ones((), phi.dtype), jnp.zeros((), jnp.finfo(phi.dtype).dtype)
-    m = phi.shape[1]
-    k = jnp.where((k >= 0) & (k < m), k, m)
-    columns = phi.at[:, k].get(mode="fill", fill_value=jnp.nan)
-    return jnp.linalg.slogdet(columns)
+    m, n = phi.shape[1], k.shape[0]
+    valid = (k >= 0) & (k < m)
+    repeated = jnp.all(valid) & jnp.any((k[:, None] == k[None, :]) & ~jnp.eye(n, dtype=bool))
+    columns = phi.at[:, jnp.where(valid, k, m)].get(mode="fill", fill_value=jnp.nan)
+    sign, log_abs = jnp.linalg.slogdet(columns)
+    return (jnp.where(repeated, jnp.zeros_like(sign), sign),
+            jnp.where(repeated, -jnp.inf, log_abs))
 
 
 class FlowSlater(AbstractWavefunction):
