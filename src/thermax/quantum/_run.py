@@ -32,8 +32,10 @@ QUANTUM_HISTORY_FIELDS = ["step", "beta", "temperature", "free_energy", "free_en
 
 @dataclasses.dataclass(frozen=True)
 class QuantumRun:
-    """A configured quantum run: the system, the density-matrix model, the trainer, and
-    the exact (free fermions) or reference (published ground state) free energy."""
+    """A configured quantum run: the system, the density-matrix model, the trainer, the
+    exact (free fermions) or reference (published ground state) free energy, and further
+    figures for ``results.json`` (``reference``: the published value and its source, the
+    KL divergence left by pretraining ``p(K)``)."""
 
     system_name: str
     config: dict[str, Any]
@@ -208,6 +210,9 @@ def quantum_summary(results: dict) -> str:
     if results.get("reference_energy") is not None:
         rows.append(("reference E", f"{results['reference_energy']}  "
                                     f"({results.get('reference_source', '')})"))
+    if results.get("pretrain_kl"):
+        rows.append(("pretraining KL of p(K)",
+                     ", ".join(f"{kl:.2e}" for kl in results["pretrain_kl"])))
     width = max(len(r[0]) for r in rows)
     head = (f"{results['system']}  n={results['n']}  T={results['temperature']:g}  "
             f"steps={results['steps']}")
@@ -252,13 +257,14 @@ def _flow(cfg: dict, n: int, dim: int, *, key, dtype):
 
 def _occupation_model(cfg: dict, levels, n_up: int, n_down: int, beta, *, key, dtype):
     """``p(K)``: an autoregressive set model per spin, pretrained to the free-fermion
-    Boltzmann distribution at the run's temperature (``--pretrain-steps``)."""
+    Boltzmann distribution at the run's temperature (``--pretrain-steps``), and the KL
+    divergence (nats) left by the pretraining of each pretrained spin."""
     from ..distributions import AutoregressiveSet, pretrain_sets
     from ..nn import SetMADE, SetTransformer
     from ._density_matrix import SpinOccupations
 
     m = int(levels.shape[0])
-    parts = []
+    parts, kls = [], []
     for count, k in zip((n_up, n_down), jax.random.split(key, 2), strict=True):
         if count == 0:
             parts.append(None)
@@ -272,10 +278,11 @@ def _occupation_model(cfg: dict, levels, n_up: int, n_down: int, beta, *, key, d
                           depth=cfg["occupation_depth"], key=k_net, dtype=dtype)
         model = AutoregressiveSet(net)
         if cfg["pretrain_steps"] > 0 and count < m:
-            model, _ = pretrain_sets(model, levels, beta, key=k_pre,
-                                     steps=cfg["pretrain_steps"], batch=cfg["batch"])
+            model, kl = pretrain_sets(model, levels, beta, key=k_pre,
+                                      steps=cfg["pretrain_steps"], batch=cfg["batch"])
+            kls.append(float(kl))
         parts.append(model)
-    return SpinOccupations(*parts)
+    return SpinOccupations(*parts), kls
 
 
 def build_quantum_dot(cfg: dict, mesh) -> QuantumRun:
@@ -315,11 +322,12 @@ def build_quantum_dot(cfg: dict, mesh) -> QuantumRun:
     flow = _flow(cfg, n_up + n_down, 2, key=k_flow, dtype=dtype)
     wavefunction = FlowSlater(basis, flow, n_up, n_down)
     levels = basis.energies
+    pretrain_kl = []
     if temperature == 0:
         occupations = FixedOccupation(jnp.arange(n_up), jnp.arange(n_down))
     else:
-        occupations = _occupation_model(cfg, levels, n_up, n_down, 1.0 / temperature,
-                                        key=k_occ, dtype=dtype)
+        occupations, pretrain_kl = _occupation_model(cfg, levels, n_up, n_down,
+                                                     1.0 / temperature, key=k_occ, dtype=dtype)
     model = DensityMatrix(occupations, wavefunction)
     laplacian = {"forward": ForwardLaplacian(), "loop": LoopLaplacian(),
                  "hutchinson": HutchinsonLaplacian()}[cfg["laplacian"]]
@@ -340,4 +348,6 @@ def build_quantum_dot(cfg: dict, mesh) -> QuantumRun:
             reference = {"reference_energy": float(ref[0]),
                          "reference_energy_error": float(ref[1]),
                          "reference_source": ref[2]}
+    if pretrain_kl:   # KL(free-fermion p || pretrained p) per spin, before training
+        reference["pretrain_kl"] = pretrain_kl
     return QuantumRun("quantum-dot", cfg, system, model, trainer, exact, reference)
