@@ -113,3 +113,20 @@ def test_ground_state_run_of_two_electrons(tmp_path):
     assert results["exact_free_energy"] == 3.0 and results["temperature"] == 0.0
     assert results["entropy"] == 0.0
     assert results["energy"] > 3.0 - 4 * results["energy_stderr"]
+
+
+@pytest.mark.parametrize("schedule", ["constant", "cosine"])
+def test_sr_follows_the_learning_rate_schedule(schedule):
+    """--lr-schedule applies to stochastic reconfiguration as it does to Adam: cosine
+    decays lr to lr * lr_final over --steps (a constant SR step kept the free-fermion p(K)
+    jumping away from a good fit late in training)."""
+    from thermax.quantum._run import quantum_optimizer
+
+    cfg = {"optimizer": "sr", "temperature": 0.5, "flow": "backflow", "lr": 0.1,
+           "lr_schedule": schedule, "lr_final": 0.05, "steps": 200, "sr_damping": 1e-3,
+           "sr_max_norm": 0.1, "clip_grad": 0.0}
+    sr = quantum_optimizer(cfg)
+    lr = sr.learning_rate
+    first, last = (float(lr(0)), float(lr(200))) if callable(lr) else (float(lr),) * 2
+    assert first == pytest.approx(0.1)
+    assert last == pytest.approx(0.1 if schedule == "constant" else 0.005)

@@ -220,17 +220,18 @@ def quantum_summary(results: dict) -> str:
 
 
 def quantum_optimizer(cfg: dict):
-    """Adam (with the run's schedule and clipping) or stochastic reconfiguration."""
+    """Adam (with the run's schedule and clipping) or stochastic reconfiguration (with the
+    run's schedule)."""
     from ._sr import SR, MinSR
 
+    lr = (cfg["lr"] if cfg["lr_schedule"] == "constant"
+          else optax.cosine_decay_schedule(cfg["lr"], max(1, cfg["steps"]), cfg["lr_final"]))
     if cfg["optimizer"] == "sr":
         blocks = ("psi",) if cfg["temperature"] == 0 else ("p", "psi")
         if cfg["flow"] == "identity":
             blocks = tuple(b for b in blocks if b != "psi") or ("p",)
-        return SR(MinSR(), damping=cfg["sr_damping"], learning_rate=cfg["lr"],
+        return SR(MinSR(), damping=cfg["sr_damping"], learning_rate=lr,
                   max_norm=cfg["sr_max_norm"] or None, blocks=blocks)
-    lr = (cfg["lr"] if cfg["lr_schedule"] == "constant"
-          else optax.cosine_decay_schedule(cfg["lr"], max(1, cfg["steps"]), cfg["lr_final"]))
     chain = [optax.clip_by_global_norm(cfg["clip_grad"])] if cfg["clip_grad"] > 0 else []
     return optax.chain(*chain, optax.adam(lr))
 
