@@ -78,6 +78,8 @@ def test_free_fermion_run_leaves_the_record(free_run):
     assert f - results["exact_free_energy"] < 0.05 + 4 * err
     assert 0 < results["entropy"] <= np.log(15)
     assert 0.2 < results["acceptance"] < 0.8
+    # the KL left by pretraining (exact: C(6, 2) sets are enumerated), one per spin present
+    assert len(results["pretrain_kl"]) == 1 and 0 <= results["pretrain_kl"][0] < 0.05
     for name in ("config.json", "history.csv", "free_energy.png",
                  "density_and_occupations.png"):
         assert (free_run / name).is_file(), name
@@ -112,6 +114,7 @@ def test_ground_state_run_of_two_electrons(tmp_path):
     results = json.loads((out_dir / "results.json").read_text())
     assert results["exact_free_energy"] == 3.0 and results["temperature"] == 0.0
     assert results["entropy"] == 0.0
+    assert "pretrain_kl" not in results      # p fixed on the ground state: no pretraining
     assert results["energy"] > 3.0 - 4 * results["energy_stderr"]
 
 

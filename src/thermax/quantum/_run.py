@@ -33,9 +33,8 @@ QUANTUM_HISTORY_FIELDS = ["step", "beta", "temperature", "free_energy", "free_en
 @dataclasses.dataclass(frozen=True)
 class QuantumRun:
     """A configured quantum run: the system, the density-matrix model, the trainer, the
-    exact (free fermions) or reference (published ground state) free energy, and further
-    figures for ``results.json`` (``reference``: the published value and its source, the
-    KL divergence left by pretraining ``p(K)``)."""
+    exact (free fermions) or reference (published ground state) free energy, and the KL
+    divergence left by pretraining ``p(K)`` (one per pretrained spin; empty at T = 0)."""
 
     system_name: str
     config: dict[str, Any]
@@ -44,6 +43,7 @@ class QuantumRun:
     trainer: QuantumTrainer
     exact_free_energy: float | None
     reference: dict[str, Any] = dataclasses.field(default_factory=dict)
+    pretrain_kl: list[float] = dataclasses.field(default_factory=list)
 
     @staticmethod
     def summary(results: dict) -> str:
@@ -150,6 +150,7 @@ def execute_quantum(run: QuantumRun, out_dir: str | Path, *, resume: bool = Fals
         "devices": trainer.mesh.size,
         "version": _version(),
         **run.reference,
+        **({"pretrain_kl": run.pretrain_kl} if run.pretrain_kl else {}),
     }
     write_json(out / "results.json", results)
     _plots(out, run, state, history, results)
@@ -349,6 +350,5 @@ def build_quantum_dot(cfg: dict, mesh) -> QuantumRun:
             reference = {"reference_energy": float(ref[0]),
                          "reference_energy_error": float(ref[1]),
                          "reference_source": ref[2]}
-    if pretrain_kl:   # KL(free-fermion p || pretrained p) per spin, before training
-        reference["pretrain_kl"] = pretrain_kl
-    return QuantumRun("quantum-dot", cfg, system, model, trainer, exact, reference)
+    return QuantumRun("quantum-dot", cfg, system, model, trainer, exact, reference,
+                      pretrain_kl)
