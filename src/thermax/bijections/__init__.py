@@ -24,6 +24,13 @@ from ._equivariant import (
     ferminet_flow,
 )
 from ._neuralrg import NeuralRG, PlaquetteRealNVP
+from ._periodic import (
+    PeriodicFermiNetLayer,
+    minimum_image,
+    periodic_distance,
+    periodic_features,
+    periodic_ferminet_flow,
+)
 from ._random_symmetry import AbstractRandomSymmetry, RandomLatticeSymmetry
 from ._realnvp import lattice_real_nvp
 from ._spectral import SpectralScale
@@ -35,4 +42,6 @@ __all__ = ["ADJOINTS", "RK4", "SOLVERS", "AbstractBijection", "AbstractDivergenc
            "ferminet_flow",
            "HutchinsonDivergence", "Invert", "NeuralRG", "PlaquetteRealNVP", "Scale", "Scan",
            "SinhArcsinh", "SpectralScale", "channel_mask", "checkerboard_mask",
-           "continuous_flow", "exact_log_det", "lattice_real_nvp"]
+           "continuous_flow", "exact_log_det", "lattice_real_nvp", "PeriodicFermiNetLayer",
+           "minimum_image", "periodic_distance", "periodic_features",
+           "periodic_ferminet_flow"]
