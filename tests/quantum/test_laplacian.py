@@ -93,6 +93,63 @@ def test_exact_methods_match_hessian_trace(method_name, fn_name, reference):
     assert abs(float(lap_ref)) > 0.1                      # a non-trivial Laplacian
 
 
+def _complex_slater_fn():
+    """ln det of plane waves exp(i k.z) at backflow-shifted coordinates: a complex ln Psi
+    (log-magnitude + i phase) whose phase varies with every input."""
+    k = jnp.array([[0.3, 0.2], [1.1, -0.4], [-0.5, 0.9]])
+
+    def f(x):
+        diff = x[:, None, :] - x[None, :, :]
+        shift = jnp.sum(jnp.exp(-jnp.sum(diff**2, -1))[:, :, None] * diff, axis=1)
+        z = x + 0.3 * shift
+        m = jnp.exp(1j * (z @ k.T)) * (1 + 0.2 * jnp.sum(z**2, -1))[:, None]
+        sign, log_abs = jnp.linalg.slogdet(m)
+        return log_abs + 1j * jnp.angle(sign)
+
+    return f
+
+
+@pytest.fixture(scope="module")
+def complex_reference():
+    f = _complex_slater_fn()
+    parts = (lambda x: f(x).real, lambda x: f(x).imag)
+    grads = [jax.grad(p)(X) for p in parts]
+    laps = [jnp.trace(jax.hessian(p)(X).reshape(N * DIM, N * DIM)) for p in parts]
+    return f, grads[0] + 1j * grads[1], laps[0] + 1j * laps[1]
+
+
+@pytest.mark.parametrize("method_name", ["loop", "loop-vmapped", "forward", "forward-ffwd"])
+def test_exact_methods_on_complex_log_psi(method_name, complex_reference):
+    """A complex ln Psi: the real and imaginary parts' gradients and Laplacians, in one
+    pass of every exact method, against the Hessian trace of each part."""
+    f, grad_ref, lap_ref = complex_reference
+    grad, lap = jax.jit(lambda x: EXACT[method_name](f, x))(X)
+    assert jnp.iscomplexobj(grad) and jnp.iscomplexobj(lap)
+    np.testing.assert_allclose(grad, grad_ref, rtol=0, atol=1e-8)
+    np.testing.assert_allclose(lap, lap_ref, rtol=0, atol=1e-8)
+    assert abs(float(lap_ref.imag)) > 0.1
+
+
+def test_complex_kinetic_energy_is_minus_laplacian_of_psi_over_psi(complex_reference):
+    """-c (lap ln Psi + (grad ln Psi)^2) equals -c lap Psi / Psi for the complex Psi."""
+    f, _, _ = complex_reference
+    psi = lambda x: jnp.exp(f(x))                                  # noqa: E731
+    re_part, im_part = (jnp.trace(jax.hessian(lambda x, p=p: p(psi(x)))(X).reshape(
+        N * DIM, N * DIM)) for p in (jnp.real, jnp.imag))
+    lap_psi = re_part + 1j * im_part
+    expected = -1.0 * lap_psi / psi(X)
+    kinetic = kinetic_energy(f, X, LoopLaplacian(), mass_factor=1.0)
+    np.testing.assert_allclose(kinetic, expected, rtol=1e-9)
+    # the Hutchinson estimate of a complex ln Psi: unbiased in both parts
+    keys = jax.random.split(jax.random.key(5), 2000)
+    laps = jax.jit(jax.vmap(lambda k: HutchinsonLaplacian(1, probe="rademacher")(
+        f, X, key=k)[1]))(keys)
+    _, _, lap_ref = complex_reference
+    for part in (jnp.real, jnp.imag):
+        stderr = float(jnp.std(part(laps))) / math.sqrt(laps.size)
+        assert abs(float(jnp.mean(part(laps)) - part(lap_ref))) < 4 * stderr
+
+
 @pytest.mark.parametrize("probe", ["gaussian", "rademacher"])
 @pytest.mark.parametrize("fn_name", list(FUNCTIONS))
 def test_hutchinson_unbiased(probe, fn_name, reference):
@@ -383,7 +440,7 @@ def test_bad_inputs(without_jaxtyping):
         ForwardLaplacian(sparsity_threshold=-1)
     with pytest.raises(ValueError, match="backend must be"):
         ForwardLaplacian(backend="jet")
-    with pytest.raises(ValueError, match="real 0-d"):
+    with pytest.raises(ValueError, match="real or complex 0-d"):
         LoopLaplacian()(lambda x: x, X)
     with pytest.raises(TypeError, match="floating"):
         LoopLaplacian()(lambda x: jnp.sum(x) * 1.0, jnp.ones((2, 2), int))

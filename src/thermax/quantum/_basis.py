@@ -8,6 +8,7 @@ oscillator of a quantum dot.
 
 import abc
 import math
+from typing import ClassVar
 
 import equinox as eqx
 import jax.numpy as jnp
@@ -29,6 +30,9 @@ class AbstractBasis(eqx.Module):
 
     n_orbitals: eqx.AbstractVar[int]
     dim: eqx.AbstractVar[int]
+    #: Whether :meth:`orbitals` returns complex values (plane waves with a twist); a
+    #: wavefunction built on a complex basis has a complex phase instead of a sign.
+    is_complex: ClassVar[bool] = False
 
     @property
     @abc.abstractmethod

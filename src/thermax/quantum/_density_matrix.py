@@ -19,7 +19,7 @@ import abc
 import equinox as eqx
 import jax
 import jax.numpy as jnp
-from jaxtyping import Array, Float, Int, Key, PRNGKeyArray
+from jaxtyping import Array, Float, Inexact, Int, Key, PRNGKeyArray
 
 from ..distributions import AbstractSetDistribution
 from ._wavefunction import AbstractWavefunction
@@ -164,6 +164,13 @@ class DensityMatrix(eqx.Module):
                 k_down: Int[Array, " n_down"]) -> Float[Array, ""]:
         """``ln|Psi_K(x)|`` of one configuration."""
         return self.wavefunction.log_abs(x, k_up, k_down)
+
+    def log_value(self, x: Float[Array, "n dim"], k_up: Int[Array, " n_up"],
+                  k_down: Int[Array, " n_down"]) -> Inexact[Array, ""]:
+        """``ln Psi_K(x)``: ``ln|Psi_K|`` for a real wavefunction, ``ln|Psi_K| + i arg
+        Psi_K`` for a complex one (what the local energy and the gradient differentiate;
+        see :meth:`AbstractWavefunction.log_value`)."""
+        return self.wavefunction.log_value(x, k_up, k_down)
 
     def log_psi_batch(self, xs: Float[Array, "batch n dim"], k_up: Int[Array, "batch n_up"],
                       k_down: Int[Array, "batch n_down"]) -> Float[Array, " batch"]:

@@ -21,7 +21,7 @@ from typing import Any, ClassVar
 import equinox as eqx
 import jax
 import jax.numpy as jnp
-from jaxtyping import Array, ArrayLike, Float, PRNGKeyArray
+from jaxtyping import Array, ArrayLike, Float, Inexact, PRNGKeyArray
 
 from .._checks import check_batch, check_shape
 from ._laplacian import AbstractLaplacian, kinetic_energy
@@ -61,9 +61,15 @@ class AbstractQuantumSystem(eqx.Module):
     def _potential_energy(self, x: Array) -> Array:
         raise NotImplementedError
 
-    def local_energy(self, log_psi: Callable[[Float[Array, "n dim"]], Float[Array, ""]],
+    def initial_positions(self, key: PRNGKeyArray, batch: int, dtype
+                          ) -> Float[Array, "batch n dim"]:
+        """Starting positions of ``batch`` walkers before the burn-in: standard normal
+        around the origin (a trap); periodic systems spread them over the box."""
+        return jax.random.normal(key, (batch, *self.shape), dtype)
+
+    def local_energy(self, log_psi: Callable[[Float[Array, "n dim"]], Inexact[Array, ""]],
                      x: Float[Array, "n dim"], *, laplacian: AbstractLaplacian,
-                     key: PRNGKeyArray | None = None) -> Float[Array, ""]:
+                     key: PRNGKeyArray | None = None) -> Inexact[Array, ""]:
         r"""The local energy ``(H Psi)(x) / Psi(x)`` of one configuration.
 
         .. math::
@@ -71,13 +77,15 @@ class AbstractQuantumSystem(eqx.Module):
             E_{\rm loc} = -c\left(\nabla^2\ln|\Psi| + |\nabla\ln|\Psi||^2\right) + V(x).
 
         Args:
-            log_psi: ``ln|Psi|`` of one configuration ``(n, dim)``, real 0-d.
+            log_psi: ``ln|Psi|`` of one configuration ``(n, dim)``, real 0-d; or the
+                complex ``ln Psi`` of a complex wavefunction (then the local energy is
+                complex: its real part averages to the energy, its imaginary part to 0).
             x: one configuration ``(n, dim)``.
             laplacian: the Laplacian method (a value, e.g. ``ForwardLaplacian()``).
             key: PRNG key, required by stochastic Laplacian methods.
 
         Returns:
-            The 0-d local energy.
+            The 0-d local energy (complex for a complex ``log_psi``).
 
         Example:
             >>> dot = QuantumDot(1, 1, omega=1.0, coulomb=0.0)
@@ -89,10 +97,10 @@ class AbstractQuantumSystem(eqx.Module):
                                  mass_factor=self.kinetic_prefactor)
         return kinetic + self._potential_energy(x)
 
-    def local_energy_batch(self, log_psi: Callable[..., Float[Array, ""]],
+    def local_energy_batch(self, log_psi: Callable[..., Inexact[Array, ""]],
                            xs: Float[Array, "batch n dim"], *args: Any,
                            laplacian: AbstractLaplacian,
-                           key: PRNGKeyArray | None = None) -> Float[Array, " batch"]:
+                           key: PRNGKeyArray | None = None) -> Inexact[Array, " batch"]:
         """Local energies of a batch of configurations (``vmap`` of :meth:`local_energy`).
 
         Args:

@@ -9,8 +9,10 @@ The local kinetic energy of a real wavefunction ``Psi = sign * exp(ln|Psi|)`` is
 
 with ``c = 1/2`` in Hartree units (quantum dots) and ``c = 1`` in Rydberg units (the
 electron gas); see :func:`kinetic_energy`. The sign of ``Psi`` is constant between nodes,
-so it does not enter. The Laplacian dominates the cost of variational Monte Carlo, so how
-it is computed is a component, a value of :class:`AbstractLaplacian`:
+so it does not enter. A complex wavefunction (plane waves with a twist) passes the complex
+``ln Psi``; every method then differentiates its real and imaginary parts together. The
+Laplacian dominates the cost of variational Monte Carlo, so how it is computed is a
+component, a value of :class:`AbstractLaplacian`:
 
 ==========================  ==================================  ==========================
 method                      cost for ``d = n * dim`` coords      notes
@@ -49,10 +51,10 @@ from typing import ClassVar, Literal
 import equinox as eqx
 import jax
 import jax.numpy as jnp
-from jaxtyping import Array, ArrayLike, Float, PRNGKeyArray
+from jaxtyping import Array, ArrayLike, Float, Inexact, PRNGKeyArray
 
-#: A real scalar function of one configuration, e.g. ``ln|Psi|``.
-ScalarFn = Callable[[Float[Array, "*shape"]], Float[Array, ""]]
+#: A scalar function of one configuration: real (``ln|Psi|``) or complex (``ln Psi``).
+ScalarFn = Callable[[Float[Array, "*shape"]], Inexact[Array, ""]]
 
 
 def _flat(f: ScalarFn, x: Array) -> tuple[Callable[[Array], Array], Array]:
@@ -78,38 +80,47 @@ class AbstractLaplacian(eqx.Module):
 
     def __call__(self, f: ScalarFn, x: Float[Array, "*shape"], *,
                  key: PRNGKeyArray | None = None
-                 ) -> tuple[Float[Array, "*shape"], Float[Array, ""]]:
+                 ) -> tuple[Inexact[Array, "*shape"], Inexact[Array, ""]]:
         """The gradient (shape of ``x``) and the scalar Laplacian of ``f`` at ``x``.
 
         Args:
-            f: a real scalar function of one configuration (e.g. ``ln|Psi|``); may close
-                over parameters.
-            x: one configuration, any shape (``(n, dim)`` for particles).
+            f: a scalar function of one configuration: real (``ln|Psi|``) or complex
+                (``ln Psi = ln|Psi| + i arg Psi`` of a complex wavefunction; then the real
+                and imaginary parts are differentiated together, in one pass of the method
+                with two outputs); may close over parameters.
+            x: one configuration, any shape (``(n, dim)`` for particles), real.
             key: a PRNG key, required by stochastic methods (:class:`HutchinsonLaplacian`)
                 and ignored by exact ones.
 
         Returns:
-            ``(grad, laplacian)``: ``grad`` has the shape of ``x``; ``laplacian`` is 0-d.
+            ``(grad, laplacian)``: ``grad`` has the shape of ``x``; ``laplacian`` is 0-d;
+            both complex when ``f`` is.
         """
         name = type(self).__name__
         if not jnp.issubdtype(x.dtype, jnp.floating):
             raise TypeError(f"{name}: x must be a real floating array, got dtype {x.dtype}")
         out = jax.eval_shape(f, x)
         if not hasattr(out, "shape") or out.shape != () or not jnp.issubdtype(
-                out.dtype, jnp.floating):
-            raise ValueError(f"{name}: f must return a real 0-d array (e.g. ln|Psi|), got "
-                             f"{getattr(out, 'shape', type(out))} of dtype "
+                out.dtype, jnp.inexact):
+            raise ValueError(f"{name}: f must return a real or complex 0-d array (e.g. "
+                             f"ln|Psi|), got {getattr(out, 'shape', type(out))} of dtype "
                              f"{getattr(out, 'dtype', None)}")
         if self.needs_key and key is None:
             raise ValueError(f"{name} is a stochastic estimate and needs key=...; pass a "
                              "fresh jax.random.key (split it per configuration when batching)")
         g, v = _flat(f, x)
-        grad, lap = self._grad_and_laplacian(g, v, key)
-        return grad.reshape(x.shape), lap
+        if jnp.issubdtype(out.dtype, jnp.complexfloating):
+            jac, lap = self._grad_and_laplacian(
+                lambda u: (lambda c: jnp.stack([c.real, c.imag]))(g(u)), v, key)
+            return (jac[0] + 1j * jac[1]).reshape(x.shape), lap[0] + 1j * lap[1]
+        jac, lap = self._grad_and_laplacian(lambda u: g(u)[None], v, key)
+        return jac[0].reshape(x.shape), lap[0]
 
     @abc.abstractmethod
     def _grad_and_laplacian(self, g: Callable[[Array], Array], v: Array,
                             key: PRNGKeyArray | None) -> tuple[Array, Array]:
+        """``(Jacobian (c, d), Laplacians (c,))`` of ``g: (d,) -> (c,)`` (``c`` = 1 or 2
+        outputs: a real function, or the real and imaginary parts of a complex one)."""
         raise NotImplementedError
 
 
@@ -136,17 +147,17 @@ class LoopLaplacian(AbstractLaplacian):
     needs_key: ClassVar[bool] = False
 
     def _grad_and_laplacian(self, g, v, key):
-        grad, hvp = jax.linearize(jax.grad(g), v)
-        d = v.size
+        jac, hvp = jax.linearize(jax.jacrev(g), v)           # (c, d); hvp(e): (c, d)
+        d, c = v.size, jac.shape[0]
         if self.vmapped:
-            hessian = jax.vmap(hvp)(jnp.eye(d, dtype=v.dtype))     # (d, d), all at once
-            return grad, jnp.trace(hessian)
+            hessians = jax.vmap(hvp)(jnp.eye(d, dtype=v.dtype))     # (d, c, d), all at once
+            return jac, jnp.einsum("ici->c", hessians)
 
         def body(i, acc):
             e = jnp.zeros_like(v).at[i].set(1)
-            return acc + hvp(e)[i]
+            return acc + hvp(e)[:, i]
 
-        return grad, jax.lax.fori_loop(0, d, body, jnp.zeros((), v.dtype))
+        return jac, jax.lax.fori_loop(0, d, body, jnp.zeros((c,), v.dtype))
 
 
 def _sub_jaxprs(params: dict):
@@ -342,15 +353,15 @@ def _folx(g, v, sparsity_threshold):
     with jax.numpy_rank_promotion("allow"):
         out = folx.forward_laplacian(unroll_scans(g), sparsity_threshold=sparsity_threshold,
                                      disable_jit=True)(v)
-    return out.jacobian.dense_array.reshape(v.shape), out.laplacian
+    return out.jacobian.dense_array.reshape(v.shape + out.laplacian.shape).T, out.laplacian
 
 
 def _forward_over_forward(g, v):
     def directional(e):  # (d/dt f(v + t e), d^2/dt^2 f(v + t e)) at t = 0
         return jax.jvp(lambda u: jax.jvp(g, (u,), (e,))[1], (v,), (e,))
 
-    grad, second = jax.vmap(directional)(jnp.eye(v.size, dtype=v.dtype))
-    return grad, jnp.sum(second)
+    grad, second = jax.vmap(directional)(jnp.eye(v.size, dtype=v.dtype))   # (d, c) each
+    return grad.T, jnp.sum(second, axis=0)
 
 
 class _DropFolxRecords(logging.Filter):
@@ -415,26 +426,39 @@ class HutchinsonLaplacian(AbstractLaplacian):
             probes = jax.random.normal(key, shape, v.dtype)
         else:
             probes = jax.random.rademacher(key, shape, v.dtype)
-        grad, hvp = jax.linearize(jax.grad(g), v)
-        quad = jax.vmap(lambda p: jnp.vdot(p, hvp(p)))(probes)
-        return grad, jnp.mean(quad)
+        jac, hvp = jax.linearize(jax.jacrev(g), v)            # (c, d); hvp(p): (c, d)
+        quad = jax.vmap(lambda p: hvp(p) @ p)(probes)           # (n_probes, c)
+        return jac, jnp.mean(quad, axis=0)
 
 
 def kinetic_energy(log_psi: ScalarFn, x: Float[Array, "n dim"], method: AbstractLaplacian,
                    *, key: PRNGKeyArray | None = None,
-                   mass_factor: float | Float[ArrayLike, ""] = 0.5) -> Float[Array, ""]:
-    r"""The local kinetic energy ``-c (lap ln|Psi| + |grad ln|Psi||^2)`` of one configuration.
+                   mass_factor: float | Float[ArrayLike, ""] = 0.5) -> Inexact[Array, ""]:
+    r"""The local kinetic energy ``-c (lap ln Psi + (grad ln Psi)^2)`` of one configuration.
 
     .. math::
 
         T_{\rm loc}(x) = \frac{-c\,\nabla^2\Psi(x)}{\Psi(x)}
-        = -c\left(\nabla^2\ln|\Psi| + |\nabla\ln|\Psi||^2\right),
+        = -c\left(\nabla^2\ln\Psi + \nabla\ln\Psi\cdot\nabla\ln\Psi\right),
 
-    summed over all particles and coordinates.
+    summed over all particles and coordinates. For a real ``Psi`` pass ``ln|Psi|`` (its
+    sign is constant between nodes and does not enter) and the result is real. For a
+    complex ``Psi`` (plane waves with a twist) pass ``ln Psi = ln|Psi| + i theta``; the
+    result is complex,
+
+    .. math::
+
+        \mathrm{Re}\,T_{\rm loc} = -c\left(\nabla^2\ln|\Psi| + |\nabla\ln|\Psi||^2
+            - |\nabla\theta|^2\right),\qquad
+        \mathrm{Im}\,T_{\rm loc} = -c\left(\nabla^2\theta
+            + 2\nabla\ln|\Psi|\cdot\nabla\theta\right),
+
+    whose real part averages to the kinetic energy; the imaginary part averages to zero
+    but enters the variational gradient of a complex wavefunction.
 
     Args:
-        log_psi: ``ln|Psi|`` of one configuration ``(n, dim)`` (real; the sign of a real
-            ``Psi`` is constant between nodes and does not enter).
+        log_psi: ``ln|Psi|`` (real) or ``ln Psi`` (complex) of one configuration
+            ``(n, dim)``.
         x: one configuration ``(n, dim)``.
         method: a Laplacian method (:class:`LoopLaplacian`, :class:`ForwardLaplacian`,
             :class:`HutchinsonLaplacian`).
@@ -443,12 +467,12 @@ def kinetic_energy(log_psi: ScalarFn, x: Float[Array, "n dim"], method: Abstract
             (the default; quantum dots), ``1`` in Rydberg units (the electron gas).
 
     Returns:
-        The 0-d local kinetic energy.
+        The 0-d local kinetic energy (complex for a complex ``log_psi``).
 
     Example:
         >>> log_psi = lambda x: -0.5 * jnp.sum(x**2)          # 2D oscillator, omega = 1
         >>> kinetic_energy(log_psi, jnp.zeros((1, 2)), LoopLaplacian())   # 1.0
     """
     grad, lap = method(log_psi, x, key=key)
-    c = jnp.asarray(mass_factor, dtype=lap.dtype)
-    return -c * (lap + jnp.sum(grad**2))
+    c = jnp.asarray(mass_factor, dtype=jnp.finfo(lap.dtype).dtype)
+    return -c * (lap + jnp.sum(grad * grad))

@@ -16,7 +16,11 @@ One step of :class:`QuantumTrainer`:
 
    (REINFORCE with the batch-mean baseline; the VMC gradient, unbiased with any constant
    baseline as every ``Psi_K`` stays normalised), optionally with the local energies
-   clipped to ``median +- clip * mean|E_loc - median|`` in ``g_psi`` only;
+   clipped to ``median +- clip * mean|E_loc - median|`` in ``g_psi`` only. For a complex
+   wavefunction (plane waves) ``E_loc`` is complex and
+   ``g_psi = 2 Re E[(E_loc - E)^* ... ]`` becomes
+   ``2 E[Re(E_loc - E) d ln|Psi| + Im E_loc d arg Psi]`` (``E`` the real mean; the
+   statistics use ``Re E_loc``);
 5. an Adam (any optax) or stochastic-reconfiguration (:class:`SR`) update.
 
 All randomness comes from the state's key; the walkers, the optimiser state and the step
@@ -71,9 +75,11 @@ class QuantumTrainState(eqx.Module):
 
 def trainable(model: DensityMatrix) -> PyTree:
     """The filter spec of the trained parameters: every inexact array of the occupation
-    model and of the wavefunction's flow (the basis, e.g. the trap frequency, stays
-    fixed)."""
-    spec = jax.tree.map(eqx.is_inexact_array, model)
+    model and of the wavefunction's flow (the basis, e.g. the trap frequency, stays fixed,
+    and so does a periodic flow's ``box_length``, a constant of the geometry)."""
+    spec = jax.tree_util.tree_map_with_path(
+        lambda path, leaf: eqx.is_inexact_array(leaf)
+        and not jax.tree_util.keystr(path).endswith(".box_length"), model)
     basis = getattr(model.wavefunction, "basis", None)
     if basis is not None:
         spec = eqx.tree_at(lambda m: m.wavefunction.basis, spec,
@@ -175,10 +181,12 @@ class QuantumTrainer(eqx.Module):
         return adapt_width(walkers)
 
     def _local_energies(self, model: DensityMatrix, xs, k_up, k_down, key):
-        return self.system.local_energy_batch(model.log_psi, xs, k_up, k_down,
+        """Local energies: real, or complex for a complex wavefunction."""
+        return self.system.local_energy_batch(model.log_value, xs, k_up, k_down,
                                               laplacian=self.laplacian, key=key)
 
     def _stats(self, log_p, e_loc, walkers) -> tuple[QuantumStats, Array]:
+        e_loc = jnp.real(e_loc)
         f = self.temperature * log_p + e_loc
         free, free_err = _mean_and_stderr(f)
         energy, energy_err = _mean_and_stderr(e_loc)
@@ -187,11 +195,12 @@ class QuantumTrainer(eqx.Module):
                             entropy_err, walkers.mean_acceptance), f
 
     def init(self, model: DensityMatrix, *, key: PRNGKeyArray) -> QuantumTrainState:
-        """Step 0: walkers drawn around the origin and burnt in for the first occupations."""
+        """Step 0: walkers at the system's initial positions, burnt in for the first
+        occupations."""
         key, k_occ, k_pos, k_walk = jax.random.split(key, 4)
         k_up, k_down, _ = self._occupations(model, k_occ, self.batch)
         dtype = jnp.result_type(float)
-        xs = self._shard(jax.random.normal(k_pos, (self.batch, *self.system.shape), dtype))
+        xs = self._shard(self.system.initial_positions(k_pos, self.batch, dtype))
         walkers = init_walkers(lambda x: model.log_psi_batch(x, k_up, k_down), xs, self.width)
         walkers = eqx.filter_jit(self._walk, donate="none")(
             model, walkers, k_up, k_down, k_walk, self.burn_in)
@@ -215,16 +224,24 @@ class QuantumTrainer(eqx.Module):
         spec = trainable(model)
         params, static = eqx.partition(model, spec)
         f_c = jax.lax.stop_gradient(f - jnp.mean(f))
-        e_c = jax.lax.stop_gradient(_clipped(e_loc, self.clip))
-        e_c = e_c - jnp.mean(e_c)
+        # clip and centre the real part (the energy); the imaginary part of a complex
+        # E_loc has mean zero and is kept as it is
+        e_re = _clipped(jnp.real(e_loc), self.clip)
+        e_c = jax.lax.stop_gradient(e_re - jnp.mean(e_re))
+        e_im = jax.lax.stop_gradient(jnp.imag(e_loc))
+        complex_psi = model.wavefunction.is_complex
 
         def surrogate(p):
             m = eqx.combine(p, static)
             log_p = m.occupations.log_prob_batch(k_up, k_down)
-            log_psi = m.log_psi_batch(xs, k_up, k_down)
             # f - mean is zero where p is fixed (T = 0), so log p adds nothing there
             reinforce = jnp.mean(f_c * jnp.where(jnp.isfinite(log_p), log_p, 0.0))
-            return reinforce + 2.0 * jnp.mean(e_c * log_psi)
+            if not complex_psi:
+                log_psi = m.log_psi_batch(xs, k_up, k_down)
+                return reinforce + 2.0 * jnp.mean(e_c * log_psi)
+            # 2 Re E[(E_loc - E)^* d ln Psi] with d ln Psi = d ln|Psi| + i d arg Psi
+            log_value = jax.vmap(m.log_value)(xs, k_up, k_down)
+            return reinforce + 2.0 * jnp.mean(e_c * log_value.real + e_im * log_value.imag)
 
         return jax.grad(surrogate)(params), params, static, e_c, f_c
 
@@ -236,9 +253,9 @@ class QuantumTrainer(eqx.Module):
             m = eqx.combine(eqx.tree_at(lambda q: q.occupations, params, prm), static)
             return m.occupations.log_prob(*sample)
 
-        def log_psi(prm, sample):
+        def log_psi(prm, sample):  # complex ln Psi for a complex wavefunction (2 B rows)
             m = eqx.combine(eqx.tree_at(lambda q: q.wavefunction, params, prm), static)
-            return m.log_psi(*sample)
+            return m.log_value(*sample)
 
         blocks = self.optimizer.blocks
         scores, block_grads = {}, {}

@@ -112,6 +112,25 @@ class AbstractWavefunction(eqx.Module):
         """``ln |Psi_K(x)|`` (see :meth:`log_abs_and_sign`)."""
         return self.log_abs_and_sign(x, k_up, k_down)[0]
 
+    @property
+    def is_complex(self) -> bool:
+        """Whether ``Psi_K`` is complex (then it has a phase, not a sign)."""
+        return False
+
+    def log_value(self, x: Float[Array, "n dim"], k_up: Int[Array, " n_up"],
+                  k_down: Int[Array, " n_down"] | None = None) -> Inexact[Array, ""]:
+        """``ln Psi_K(x)`` as the local energy and the variational gradient need it.
+
+        Real wavefunctions: ``ln|Psi|`` (the sign is constant between nodes, so it has no
+        gradient). Complex ones (:attr:`is_complex`): ``ln|Psi| + i arg Psi``, with the
+        phase differentiable (its value jumps by ``2 pi`` across the branch cut of
+        ``arg``, its derivatives do not).
+        """
+        log_abs, sign = self.log_abs_and_sign(x, k_up, k_down)
+        if not self.is_complex:
+            return log_abs
+        return log_abs + 1j * jnp.angle(sign)
+
     @abc.abstractmethod
     def _log_abs_and_sign(self, x: Array, k_up: Array, k_down: Array
                           ) -> tuple[Array, Array]:
@@ -204,6 +223,11 @@ class FlowSlater(AbstractWavefunction):
                              f"{shape}")
         self.basis, self.flow = basis, flow
         self.n_up, self.n_down, self.dim = n_up, n_down, int(basis.dim)
+
+    @property
+    def is_complex(self) -> bool:
+        """Whether the basis orbitals are complex (plane waves)."""
+        return bool(self.basis.is_complex)
 
     def _log_abs_and_sign(self, x, k_up, k_down):
         zeta, log_jacobian = self.flow.transform_and_log_det(x)
