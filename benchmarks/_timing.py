@@ -100,3 +100,28 @@ def write_results(results: dict, out: Path, format_table) -> None:
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(results, indent=2) + "\n")
     print(f"\nwritten {out}")
+
+
+def time_quantum_step(system: str, cfg: dict, *, repeats: int) -> dict:
+    """Seconds per ``QuantumTrainer.step`` of ``thermax run SYSTEM`` with options ``cfg``
+    (built through :func:`thermax.catalog.build_run` on one device, so the command line
+    and the benchmark time the same thing): AOT-compiled (timed apart), one warm-up step,
+    then ``repeats`` timed steps (median)."""
+    from thermax.catalog import build_run
+    from thermax.quantum import QuantumTrainer
+
+    run = build_run(system, cfg, devices=jax.devices()[:1])
+    state = run.trainer.init(run.model, key=jax.random.key(0))
+    compiled, lower_s, compile_s = compile_ahead(QuantumTrainer.step, run.trainer, state)
+    state, stats = compiled(run.trainer, state)
+    jax.block_until_ready((state, stats))
+    times = []
+    for _ in range(repeats):
+        t0 = now()
+        state, stats = compiled(run.trainer, state)
+        jax.block_until_ready((state, stats))
+        times.append(now() - t0)
+    n_params = sum(x.size for x in jax.tree.leaves(eqx.filter(run.model, eqx.is_inexact_array)))
+    return {"median_s": statistics.median(times), "all_s": times, "lower_s": lower_s,
+            "compile_s": compile_s, "n_params": int(n_params),
+            "free_energy_last": float(stats.free_energy), "options": cfg}

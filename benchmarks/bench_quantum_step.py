@@ -14,16 +14,11 @@ the forward Laplacian where it works on that flow. The step is compiled ahead of
 
 import argparse
 import json
-import statistics
 import sys
 from pathlib import Path
 
-import equinox as eqx
 import jax
-from _timing import compile_ahead, environment, now
-
-from thermax.catalog import build_run
-from thermax.quantum import QuantumTrainer
+from _timing import environment, time_quantum_step
 
 HERE = Path(__file__).resolve().parent
 DEFAULT_OUT = HERE / "results" / "bench_quantum_step.json"
@@ -40,22 +35,7 @@ VARIANTS = {
 def bench(options: dict, *, batch: int, repeats: int) -> dict:
     cfg = {"n_up": 3, "n_down": 3, "temperature": 0.5, "batch": batch, "pretrain_steps": 0,
            "sweeps": 10, "burn_in": 1, "dtype": "float64", **options}
-    run = build_run("quantum-dot", cfg, devices=jax.devices()[:1])
-    state = run.trainer.init(run.model, key=jax.random.key(0))
-    compiled, lower_s, compile_s = compile_ahead(QuantumTrainer.step, run.trainer, state)
-    t0 = now()
-    state, stats = compiled(run.trainer, state)
-    jax.block_until_ready((state, stats))
-    times = []
-    for _ in range(repeats):
-        t0 = now()
-        state, stats = compiled(run.trainer, state)
-        jax.block_until_ready((state, stats))
-        times.append(now() - t0)
-    n_params = sum(x.size for x in jax.tree.leaves(eqx.filter(run.model, eqx.is_inexact_array)))
-    return {"median_s": statistics.median(times), "all_s": times, "lower_s": lower_s,
-            "compile_s": compile_s, "n_params": int(n_params),
-            "free_energy_last": float(stats.free_energy), "options": cfg}
+    return time_quantum_step("quantum-dot", cfg, repeats=repeats)
 
 
 def main(argv=None) -> int:

@@ -538,11 +538,15 @@ QUANTUM_DOT = (
            "cheapest Laplacian), a continuous backflow field, or the identity (plain Slater "
            "determinants)",
            choices=("ferminet", "backflow", "cnf", "identity")),
+)
+
+#: Options shared by the quantum systems (flow, Laplacian, optimiser, p(K), walkers).
+QUANTUM = (
     Option("flow_layers", int, 2, "ferminet, backflow: residual layers; cnf: RK4 steps / 4",
            check=_at_least(1)),
     Option("flow_width", int, 16, "hidden units of the flow's networks", check=_at_least(1)),
     Option("flow_depth", int, 2, "hidden layers of the flow's networks", check=_at_least(1)),
-    Option("laplacian", str, "loop", "Laplacian of ln|Psi| in the local energy: exact loop "
+    Option("laplacian", str, "loop", "Laplacian of ln Psi in the local energy: exact loop "
            "over coordinates, forward Laplacian (folx), or Hutchinson (one probe, unbiased)",
            choices=("forward", "loop", "hutchinson")),
     Option("optimizer", str, "adam", "adam, or stochastic reconfiguration (minSR) with "
@@ -562,6 +566,33 @@ QUANTUM_DOT = (
     Option("clip_eloc", float, 5.0, "clip local energies in the Psi gradient to median +- "
            "this many mean absolute deviations (0: off)", check=_non_negative),
 )
+
+
+ELECTRON_GAS = (
+    Option("n", int, 13, "electrons (spin polarised); closed shells of the 2D square momentum "
+           "lattice: 1, 5, 9, 13, 21, 25, 29, 37, 45, 49, ...", check=_at_least(1)),
+    Option("dim", int, 2, "spatial dimension", choices=(2, 3)),
+    Option("rs", float, 5.0, "density parameter r_s (Bohr radii)", check=_positive),
+    Option("t_over_tf", float, 0.15, "temperature in units of the Fermi temperature T_F = "
+           "k_F^2 (Rydberg; 0: ground state)", check=_non_negative),
+    Option("twist", float, None, "twist theta of the momenta k = 2 pi (n + theta) / L, one "
+           "number per axis in [-0.5, 0.5] (default: 0)", nargs="+"),
+    Option("emax", float, None, "single-particle energy cutoff in Rydberg of the plane waves "
+           "(default: the Fermi level plus 10 T; at T = 0 the closed shell)", check=_positive),
+    Option("closed_shell", int, 0, "1: require n to fill closed shells of the momentum "
+           "lattice", choices=(0, 1)),
+    Option("coulomb", float, 1.0, "Coulomb strength (0: free fermions, exact reference)",
+           check=_non_negative),
+    Option("flow", str, "ferminet", "periodic FermiNet-style flow of the electron coordinates "
+           "(translation-equivariant, exactly periodic), or the identity (plane-wave "
+           "determinants)", choices=("ferminet", "identity")),
+)
+
+
+def _electron_gas_run(cfg: dict, mesh):
+    from .quantum import build_electron_gas
+
+    return build_electron_gas(cfg, mesh)
 
 
 def _quantum_dot_run(cfg: dict, mesh):
@@ -646,8 +677,19 @@ SYSTEMS: dict[str, SystemEntry] = {
         (), None,
         defaults={"steps": 1000, "batch": 256, "eval_batch": 4096, "lr": 1e-2,
                   "lr_schedule": "cosine", "lr_final": 0.05, "dtype": "float64"},
-        groups=(QUANTUM_DOT,),
+        groups=(QUANTUM_DOT, QUANTUM),
         build_run=_quantum_dot_run,
+    ),
+    "electron-gas": SystemEntry(
+        "electron-gas", "spin-polarised uniform electron gas in a periodic box (Ewald sums, "
+        "plane waves with a twist), at T/T_F >= 0; exact for free fermions, effective mass "
+        "from the entropy",
+        (), None,
+        defaults={"steps": 1000, "batch": 256, "eval_batch": 4096, "lr": 1e-2,
+                  "lr_schedule": "cosine", "lr_final": 0.05, "dtype": "float64",
+                  "laplacian": "forward"},
+        groups=(ELECTRON_GAS, QUANTUM),
+        build_run=_electron_gas_run,
     ),
 }
 
@@ -678,7 +720,8 @@ def validate(system: str, options: dict[str, Any]) -> dict[str, Any]:
         value = cfg[name]
         if value is None:
             continue
-        if o.type is float and not math.isfinite(value):
+        if o.type is float and not all(math.isfinite(v) for v in (
+                value if isinstance(value, list | tuple) else [value])):
             raise OptionError(f"{o.flag} {value!r} must be a finite number")
         if o.choices is not None and value not in o.choices:
             raise OptionError(f"{o.flag} {value!r} is not allowed; choose from "

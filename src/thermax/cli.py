@@ -35,6 +35,8 @@ def _system_parser(name: str):
         kwargs = {"type": o.type, "default": None, "help": f"{o.help} (default: {o.default})"}
         if o.choices is not None:
             kwargs["choices"] = o.choices
+        if o.nargs is not None:
+            kwargs["nargs"] = o.nargs
         parser.add_argument(o.flag, dest=o.name, **kwargs)
     return parser
 

@@ -9,6 +9,7 @@ import dataclasses
 import json
 import math
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -33,8 +34,9 @@ QUANTUM_HISTORY_FIELDS = ["step", "beta", "temperature", "free_energy", "free_en
 @dataclasses.dataclass(frozen=True)
 class QuantumRun:
     """A configured quantum run: the system, the density-matrix model, the trainer, the
-    exact (free fermions) or reference (published ground state) free energy, and the KL
-    divergence left by pretraining ``p(K)`` (one per pretrained spin; empty at T = 0)."""
+    exact (free fermions) or reference (published ground state) free energy, the KL
+    divergence left by pretraining ``p(K)`` (one per pretrained spin; empty at T = 0), and
+    the system's derived figures (``report``)."""
 
     system_name: str
     config: dict[str, Any]
@@ -44,6 +46,9 @@ class QuantumRun:
     exact_free_energy: float | None
     reference: dict[str, Any] = dataclasses.field(default_factory=dict)
     pretrain_kl: list[float] = dataclasses.field(default_factory=list)
+    #: ``report(results) -> dict``: figures derived from the final results (per particle,
+    #: the effective mass), merged into ``results.json``
+    report: Callable[[dict], dict] | None = None
 
     @staticmethod
     def summary(results: dict) -> str:
@@ -152,6 +157,8 @@ def execute_quantum(run: QuantumRun, out_dir: str | Path, *, resume: bool = Fals
         **run.reference,
         **({"pretrain_kl": run.pretrain_kl} if run.pretrain_kl else {}),
     }
+    if run.report is not None:
+        results.update(run.report(results))
     write_json(out / "results.json", results)
     _plots(out, run, state, history, results)
     return results
@@ -167,12 +174,17 @@ def _plots(out: Path, run: QuantumRun, state: QuantumTrainState, history: Histor
     plot_history(out / "free_energy.png", history.read(), results["exact_free_energy"],
                  run.system.n, final=results["free_energy"],
                  final_err=results["free_energy_stderr"])
-    xs = np.asarray(state.walkers.positions).reshape(-1, run.system.dim)
+    xs = state.walkers.positions
+    wrap = getattr(run.system, "wrap", None)     # periodic systems: fold into the box
+    xs = np.asarray(xs if wrap is None else wrap(xs)).reshape(-1, run.system.dim)
     fig, axes = plt.subplots(1, 2, figsize=(9, 4))
     if run.system.dim >= 2:
-        lim = float(np.quantile(np.abs(xs), 0.995)) + 1e-6
-        axes[0].hist2d(xs[:, 0], xs[:, 1], bins=60, range=[[-lim, lim], [-lim, lim]],
-                       cmap="viridis")
+        if wrap is None:
+            lim = float(np.quantile(np.abs(xs), 0.995)) + 1e-6
+            extent = [[-lim, lim], [-lim, lim]]
+        else:
+            extent = [[0.0, run.system.box_length]] * 2
+        axes[0].hist2d(xs[:, 0], xs[:, 1], bins=60, range=extent, cmap="viridis")
         axes[0].set_aspect("equal")
         axes[0].set_title("electron density (walkers)")
     keys = jax.random.split(jax.random.key(0), 2048)
@@ -211,6 +223,11 @@ def quantum_summary(results: dict) -> str:
     if results.get("reference_energy") is not None:
         rows.append(("reference E", f"{results['reference_energy']}  "
                                     f"({results.get('reference_source', '')})"))
+    if results.get("effective_mass_ratio") is not None:
+        rows.append(("F / N", fmt(results["free_energy_per_particle"],
+                                  results["free_energy_per_particle_stderr"])))
+        rows.append(("S / S_0 = m*/m", fmt(results["effective_mass_ratio"],
+                                           results["effective_mass_ratio_stderr"])))
     if results.get("pretrain_kl"):
         rows.append(("pretraining KL of p(K)",
                      ", ".join(f"{kl:.2e}" for kl in results["pretrain_kl"])))
@@ -235,6 +252,14 @@ def quantum_optimizer(cfg: dict):
                   max_norm=cfg["sr_max_norm"] or None, blocks=blocks)
     chain = [optax.clip_by_global_norm(cfg["clip_grad"])] if cfg["clip_grad"] > 0 else []
     return optax.chain(*chain, optax.adam(lr))
+
+
+def quantum_laplacian(cfg: dict):
+    """The Laplacian method of ``--laplacian``."""
+    from ._laplacian import ForwardLaplacian, HutchinsonLaplacian, LoopLaplacian
+
+    return {"forward": ForwardLaplacian(), "loop": LoopLaplacian(),
+            "hutchinson": HutchinsonLaplacian()}[cfg["laplacian"]]
 
 
 def _flow(cfg: dict, n: int, dim: int, *, key, dtype):
@@ -293,7 +318,6 @@ def build_quantum_dot(cfg: dict, mesh) -> QuantumRun:
     from ._basis import OscillatorBasis2D
     from ._density_matrix import FixedOccupation
     from ._hamiltonian import QuantumDot
-    from ._laplacian import ForwardLaplacian, HutchinsonLaplacian, LoopLaplacian
     from ._wavefunction import FlowSlater
 
     dtype = jnp.dtype(cfg["dtype"])
@@ -331,9 +355,7 @@ def build_quantum_dot(cfg: dict, mesh) -> QuantumRun:
         occupations, pretrain_kl = _occupation_model(cfg, levels, n_up, n_down,
                                                      1.0 / temperature, key=k_occ, dtype=dtype)
     model = DensityMatrix(occupations, wavefunction)
-    laplacian = {"forward": ForwardLaplacian(), "loop": LoopLaplacian(),
-                 "hutchinson": HutchinsonLaplacian()}[cfg["laplacian"]]
-    trainer = QuantumTrainer(system, quantum_optimizer(cfg), laplacian,
+    trainer = QuantumTrainer(system, quantum_optimizer(cfg), quantum_laplacian(cfg),
                              temperature=temperature, batch=cfg["batch"], sweeps=cfg["sweeps"],
                              burn_in=cfg["burn_in"], clip=cfg["clip_eloc"] or None, mesh=mesh)
     exact, reference = None, {}
