@@ -565,6 +565,9 @@ QUANTUM = (
     Option("burn_in", int, 200, "Metropolis sweeps before training", check=_at_least(1)),
     Option("clip_eloc", float, 5.0, "clip local energies in the Psi gradient to median +- "
            "this many mean absolute deviations (0: off)", check=_non_negative),
+    Option("chunk_size", int, 0, "local energies of this many walkers at a time, to bound "
+           "the Laplacian's memory (same results; 0: the whole batch at once)",
+           check=_non_negative),
 )
 
 

@@ -115,6 +115,18 @@ def test_flowed_wavefunction_is_bloch_periodic(flowed):
     assert abs(float(e_base.imag)) > 1e-6            # a phase that varies with x
 
 
+def test_chunked_local_energies_are_the_same(flowed):
+    """chunk_size bounds memory (lax.map over chunks, a remainder included) and changes
+    nothing in the results."""
+    gas, _, wf = flowed
+    xs = gas.initial_positions(jax.random.key(8), 8, jnp.float64)
+    ks = jnp.tile(jnp.array([0, 1, 3]), (8, 1))
+    energies = {c: jax.jit(lambda xs, ks, c=c: gas.local_energy_batch(
+        wf.log_value, xs, ks, laplacian=LoopLaplacian(), chunk_size=c))(xs, ks)
+        for c in (None, 3)}
+    np.testing.assert_allclose(energies[3], energies[None], rtol=1e-12)
+
+
 def test_complex_vmc_gradient_matches_quadrature():
     """For a complex Psi the energy gradient is 2 E[Re(E_loc - E) d ln|Psi| + Im E_loc
     d arg Psi] (the trainer's surrogate). Checked for 2 free electrons in a 2D box against

@@ -16,6 +16,7 @@ from ._enumerate import (
     enumerate_thermodynamics,
 )
 from ._fermions import (
+    ELECTRON_GAS_2D_POLARISED,
     MAX_SETS,
     QUANTUM_DOT_REFERENCE,
     FreeFermionThermodynamics,
@@ -43,6 +44,7 @@ __all__ = ["MAX_SPINS", "PHI4_REFERENCE", "SHELL_GAP", "WIGNER_2D", "CoulombGrou
            "kaufman_log_z", "onsager_free_energy_per_site", "phi4_hopping",
            "phi4_reference_free_energy", "phi4_reference_lookup", "phi4_site_log_z",
            "phi4_thermodynamic_integration"]
-__all__ += ["MAX_SETS", "QUANTUM_DOT_REFERENCE", "FreeFermionThermodynamics", "all_sets",
+__all__ += ["ELECTRON_GAS_2D_POLARISED", "MAX_SETS", "QUANTUM_DOT_REFERENCE",
+            "FreeFermionThermodynamics", "all_sets",
             "free_fermion_ground_state", "free_fermion_log_z", "free_fermion_thermodynamics",
             "oscillator_levels_2d", "oscillator_orbitals_2d", "suffix_log_esp"]

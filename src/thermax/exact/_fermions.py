@@ -47,6 +47,22 @@ QUANTUM_DOT_REFERENCE: dict[tuple[int, int, float], tuple[float, float, str]] = 
                   "secondary tabulation (65.70010)"),
 }
 
+
+#: The spin-polarised 2D electron gas in the thermodynamic limit at ``T = 0``: energy per
+#: electron (Rydberg) by ``r_s``, as ``(E/N, kinetic, exchange, correlation, source)``.
+#: Kinetic ``2 / r_s^2`` and exchange ``-16 / (3 pi r_s)`` are exact (Hartree--Fock of the
+#: polarised gas); the correlation energy is the fixed-node DMC fit of Attaccalite, Moroni,
+#: Gori-Giorgi & Bachelet, PRL 88, 256601 (2002) (erratum PRL 91, 109902 (2003)), evaluated
+#: with libxc's ``LDA_C_2D_AMGB`` at full polarisation. A finite ``N`` in a periodic box
+#: differs by finite-size errors (mostly in the kinetic and exchange parts, which are known
+#: exactly at finite ``N``); compare correlation energies ``E - E_HF(N)``.
+ELECTRON_GAS_2D_POLARISED: dict[float, tuple[float, float, float, float, str]] = {
+    rs: (2.0 / rs**2 - 16.0 / (3.0 * math.pi * rs) + ec, 2.0 / rs**2,
+         -16.0 / (3.0 * math.pi * rs), ec,
+         "Attaccalite et al., PRL 88, 256601 (2002): FN-DMC fit (libxc LDA_C_2D_AMGB)")
+    for rs, ec in ((1.0, -0.05077432), (5.0, -0.02794826), (10.0, -0.01936969))
+}
+
 #: The most sets :func:`all_sets` will list.
 MAX_SETS = 1_000_000
 

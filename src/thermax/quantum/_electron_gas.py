@@ -151,7 +151,7 @@ def build_electron_gas(cfg: dict, mesh):
     """
     from functools import partial
 
-    from ..exact import free_fermion_thermodynamics
+    from ..exact import ELECTRON_GAS_2D_POLARISED, free_fermion_thermodynamics
     from ._density_matrix import DensityMatrix, FixedOccupation
     from ._planewave import PlaneWaveBasis, fermi_temperature, require_closed_shell
     from ._run import QuantumRun, _occupation_model, quantum_laplacian, quantum_optimizer
@@ -202,7 +202,8 @@ def build_electron_gas(cfg: dict, mesh):
     trainer = QuantumTrainer(system, optimizer, quantum_laplacian(cfg),
                              temperature=temperature, batch=cfg["batch"], sweeps=cfg["sweeps"],
                              burn_in=cfg["burn_in"], width=0.1 * system.box_length / n**0.5,
-                             clip=cfg["clip_eloc"] or None, mesh=mesh)
+                             clip=cfg["clip_eloc"] or None, mesh=mesh,
+                             chunk_size=cfg["chunk_size"] or None)
     free = free_fermion_thermodynamics(levels.astype(jnp.float64) if jax.config.jax_enable_x64
                                        else levels, n, beta)
     exact = float(free.free_energy) if cfg["coulomb"] == 0 else None
@@ -212,6 +213,12 @@ def build_electron_gas(cfg: dict, mesh):
                  "free_energy_free": float(free.free_energy),
                  "energy_free": float(free.energy), "entropy_free": float(free.entropy),
                  "units": "Rydberg, lengths in Bohr radii"}
+    tl = ELECTRON_GAS_2D_POLARISED.get(rs) if dim == 2 else None
+    if temperature == 0 and tl is not None and cfg["coulomb"] == 1.0:
+        reference.update({"reference_energy_per_particle_tl": tl[0],
+                          "reference_correlation_per_particle_tl": tl[3],
+                          "reference_exchange_per_particle_tl": tl[2],
+                          "reference_source": "thermodynamic limit; " + tl[4]})
     report = partial(electron_gas_report, n=n, entropy_free=float(free.entropy))
     return QuantumRun("electron-gas", cfg, system, model, trainer, exact, reference,
                       pretrain_kl, report=report)

@@ -100,7 +100,8 @@ class AbstractQuantumSystem(eqx.Module):
     def local_energy_batch(self, log_psi: Callable[..., Inexact[Array, ""]],
                            xs: Float[Array, "batch n dim"], *args: Any,
                            laplacian: AbstractLaplacian,
-                           key: PRNGKeyArray | None = None) -> Inexact[Array, " batch"]:
+                           key: PRNGKeyArray | None = None,
+                           chunk_size: int | None = None) -> Inexact[Array, " batch"]:
         """Local energies of a batch of configurations (``vmap`` of :meth:`local_energy`).
 
         Args:
@@ -112,6 +113,9 @@ class AbstractQuantumSystem(eqx.Module):
             laplacian: the Laplacian method.
             key: one PRNG key for the whole batch (split per configuration inside), required
                 by stochastic Laplacian methods.
+            chunk_size: evaluate ``chunk_size`` configurations at a time (``lax.map``) to
+                bound the memory of the Laplacian's intermediates; ``None`` (default): the
+                whole batch in one ``vmap``. The results are the same either way.
 
         Returns:
             ``(batch,)`` local energies.
@@ -127,7 +131,9 @@ class AbstractQuantumSystem(eqx.Module):
         def one(x, k, a):
             return self.local_energy(lambda y: log_psi(y, *a), x, laplacian=laplacian, key=k)
 
-        return jax.vmap(one)(xs, keys, args)
+        if chunk_size is None or chunk_size >= batch:
+            return jax.vmap(one)(xs, keys, args)
+        return jax.lax.map(lambda a: one(*a), (xs, keys, args), batch_size=int(chunk_size))
 
 
 def _check_count(name: str, value) -> int:

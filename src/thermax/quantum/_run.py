@@ -357,7 +357,8 @@ def build_quantum_dot(cfg: dict, mesh) -> QuantumRun:
     model = DensityMatrix(occupations, wavefunction)
     trainer = QuantumTrainer(system, quantum_optimizer(cfg), quantum_laplacian(cfg),
                              temperature=temperature, batch=cfg["batch"], sweeps=cfg["sweeps"],
-                             burn_in=cfg["burn_in"], clip=cfg["clip_eloc"] or None, mesh=mesh)
+                             burn_in=cfg["burn_in"], clip=cfg["clip_eloc"] or None, mesh=mesh,
+                             chunk_size=cfg["chunk_size"] or None)
     exact, reference = None, {}
     if cfg["coulomb"] == 0:   # free fermions: exact with the same cutoff
         if temperature == 0:

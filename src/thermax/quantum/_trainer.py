@@ -120,6 +120,8 @@ class QuantumTrainer(eqx.Module):
         width: the initial proposal width.
         clip: local-energy clipping in ``g_psi`` (in mean absolute deviations), or None.
         mesh: a 1-D device mesh named ``"batch"`` (default: all devices).
+        chunk_size: local energies of ``chunk_size`` walkers at a time (bounds the memory
+            of the Laplacian, the largest intermediate; same results), or None: all at once.
     """
 
     system: AbstractQuantumSystem
@@ -132,10 +134,12 @@ class QuantumTrainer(eqx.Module):
     width: float = eqx.field(static=True)
     clip: float | None = eqx.field(static=True)
     mesh: Mesh = eqx.field(static=True)
+    chunk_size: int | None = eqx.field(static=True)
 
     def __init__(self, system: AbstractQuantumSystem, optimizer, laplacian: AbstractLaplacian,
                  *, temperature: float, batch: int, sweeps: int = 10, burn_in: int = 200,
-                 width: float = 0.5, clip: float | None = 5.0, mesh: Mesh | None = None):
+                 width: float = 0.5, clip: float | None = 5.0, mesh: Mesh | None = None,
+                 chunk_size: int | None = None):
         mesh = Mesh(jax.devices(), (BATCH_AXIS,)) if mesh is None else mesh
         if not isinstance(batch, int) or batch < 2 or batch % mesh.size:
             raise ValueError(f"QuantumTrainer: batch must be an integer >= 2 divisible by the "
@@ -150,10 +154,15 @@ class QuantumTrainer(eqx.Module):
             raise ValueError(f"QuantumTrainer: width must be > 0, got {width}")
         if clip is not None and not clip > 0:
             raise ValueError(f"QuantumTrainer: clip must be > 0 or None, got {clip}")
+        if chunk_size is not None and (isinstance(chunk_size, bool) or not isinstance(
+                chunk_size, int) or chunk_size < 1):
+            raise ValueError(f"QuantumTrainer: chunk_size must be an integer >= 1 or None, "
+                             f"got {chunk_size!r}")
         self.system, self.optimizer, self.laplacian = system, optimizer, laplacian
         self.temperature = jnp.asarray(temperature, jnp.result_type(float))
         self.batch, self.sweeps, self.burn_in = batch, sweeps, burn_in
         self.width, self.clip, self.mesh = float(width), clip, mesh
+        self.chunk_size = chunk_size
 
     # ------------------------------------------------------------------ sharding helpers
     def replicate(self, tree: PyTree) -> PyTree:
@@ -183,7 +192,8 @@ class QuantumTrainer(eqx.Module):
     def _local_energies(self, model: DensityMatrix, xs, k_up, k_down, key):
         """Local energies: real, or complex for a complex wavefunction."""
         return self.system.local_energy_batch(model.log_value, xs, k_up, k_down,
-                                              laplacian=self.laplacian, key=key)
+                                              laplacian=self.laplacian, key=key,
+                                              chunk_size=self.chunk_size)
 
     def _stats(self, log_p, e_loc, walkers) -> tuple[QuantumStats, Array]:
         e_loc = jnp.real(e_loc)
