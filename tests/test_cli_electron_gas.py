@@ -109,3 +109,28 @@ def test_interacting_ground_state_run(tmp_path):
     assert results["free_energy"] == results["energy"]
     assert math.isfinite(results["energy_per_particle"])
     assert results["effective_mass_ratio"] is None      # S_0 = 0 for a closed shell at T = 0
+
+
+def test_sweep_tabulates_and_resumes(tmp_path, capsys):
+    """sweep_electron_gas runs each r_s, writes the table (JSON, CSV, plot) and, called
+    again, reads the finished runs instead of repeating them."""
+    from thermax.quantum import sweep_electron_gas
+
+    options = {"n": 3, "t_over_tf": 0.5, "coulomb": 0.0, "flow": "identity",
+               "occupation_net": "made", "occupation_width": 4, "pretrain_steps": 20,
+               "steps": 2, "batch": 8, "eval_batch": 16, "sweeps": 2, "burn_in": 2}
+    rows = sweep_electron_gas([2.0, 1.0], options, tmp_path / "sweep", progress=False)
+    assert [row["rs"] for row in rows] == [1.0, 2.0]
+    for row in rows:
+        assert row["n"] == 3 and row["entropy_free"] > 0
+        assert row["effective_mass_ratio"] == pytest.approx(
+            row["entropy"] / row["entropy_free"], rel=1e-12)
+    for name in ("table.json", "table.csv", "table.png"):
+        assert (tmp_path / "sweep" / name).is_file(), name
+    assert "m*/m" in capsys.readouterr().out
+    stamp = (tmp_path / "sweep" / "rs-1" / "results.json").stat().st_mtime_ns
+    again = sweep_electron_gas([1.0, 2.0], options, tmp_path / "sweep", progress=False)
+    assert again == rows
+    assert (tmp_path / "sweep" / "rs-1" / "results.json").stat().st_mtime_ns == stamp
+    with pytest.raises(ValueError, match="r_s values > 0"):
+        sweep_electron_gas([1.0, -1.0], options, tmp_path / "bad")

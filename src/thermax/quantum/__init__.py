@@ -13,7 +13,16 @@ from ._density_matrix import (
     FixedOccupation,
     SpinOccupations,
 )
-from ._electron_gas import ElectronGas, build_electron_gas, electron_gas_report
+from ._electron_gas import (
+    ElectronGas,
+    build_electron_gas,
+    electron_gas_report,
+    electron_gas_table,
+    format_electron_gas_table,
+    plot_electron_gas_table,
+    sweep_electron_gas,
+    write_electron_gas_table,
+)
 from ._ewald import EwaldSum
 from ._hamiltonian import AbstractQuantumSystem, QuantumDot
 from ._laplacian import (
@@ -53,4 +62,5 @@ __all__ = ["CGSR", "SR", "AbstractBasis", "AbstractLaplacian", "AbstractOccupati
            "split_occupation", "trainable", "ElectronGas", "EwaldSum", "PlaneWaveBasis",
            "box_length_for_density", "build_electron_gas", "closed_shell_counts",
            "electron_gas_report", "fermi_temperature", "fermi_wavevector",
-           "require_closed_shell"]
+           "require_closed_shell", "electron_gas_table", "plot_electron_gas_table",
+           "sweep_electron_gas", "format_electron_gas_table", "write_electron_gas_table"]

@@ -134,6 +134,7 @@ def electron_gas_report(results: dict, *, n: int, entropy_free: float) -> dict:
            "energy_per_particle": results["energy"] / n,
            "energy_per_particle_stderr": results["energy_stderr"] / n,
            "entropy_per_particle": results["entropy"] / n,
+           "entropy_per_particle_stderr": results["entropy_stderr"] / n,
            "effective_mass_ratio": None, "effective_mass_ratio_stderr": None}
     if entropy_free > 0:
         out["effective_mass_ratio"] = results["entropy"] / entropy_free
@@ -222,3 +223,137 @@ def build_electron_gas(cfg: dict, mesh):
     report = partial(electron_gas_report, n=n, entropy_free=float(free.entropy))
     return QuantumRun("electron-gas", cfg, system, model, trainer, exact, reference,
                       pretrain_kl, report=report)
+
+
+#: The columns of :func:`electron_gas_table`.
+TABLE_COLUMNS = ("rs", "t_over_tf", "n", "free_energy_per_particle",
+                 "free_energy_per_particle_stderr", "energy_per_particle",
+                 "energy_per_particle_stderr", "entropy_per_particle",
+                 "entropy_per_particle_stderr", "entropy",
+                 "entropy_stderr", "entropy_free", "effective_mass_ratio",
+                 "effective_mass_ratio_stderr", "steps")
+
+
+def electron_gas_table(results: list[dict]) -> list[dict]:
+    """One row per run (sorted by ``r_s``): ``F/N``, ``E/N``, ``S/N``, ``S``, ``S_0`` and
+    ``m*/m`` with error bars, from ``results.json`` dicts of ``thermax run electron-gas``.
+
+    Example:
+        >>> rows = electron_gas_table([json.load(open(d / "results.json")) for d in dirs])
+    """
+    rows = []
+    for r in results:
+        if r.get("system") != "electron-gas":
+            raise ValueError(f"electron_gas_table: expected results of electron-gas runs, got "
+                             f"system {r.get('system')!r}")
+        rows.append({c: r.get(c) for c in TABLE_COLUMNS})
+    return sorted(rows, key=lambda row: row["rs"])
+
+
+def format_electron_gas_table(rows: list[dict]) -> str:
+    """The rows of :func:`electron_gas_table` as a plain-text table."""
+
+    def pm(row, key):
+        value, err = row[key], row.get(key + "_stderr")
+        if value is None:
+            return "-"
+        return f"{value:.6f} +- {err:.6f}" if err is not None else f"{value:.6f}"
+
+    head = f"{'r_s':>6} {'T/T_F':>6} {'F/N (Ry)':>24} {'E/N (Ry)':>24} {'S/N':>9} {'m*/m':>18}"
+    lines = [head]
+    for row in rows:
+        lines.append(f"{row['rs']:>6g} {row['t_over_tf']:>6g} "
+                     f"{pm(row, 'free_energy_per_particle'):>24} "
+                     f"{pm(row, 'energy_per_particle'):>24} "
+                     f"{row['entropy_per_particle']:>9.4f} "
+                     f"{pm(row, 'effective_mass_ratio'):>18}")
+    return "\n".join(lines)
+
+
+def sweep_electron_gas(rs_values, options: dict, out_dir, *, progress: bool = True
+                       ) -> list[dict]:
+    """Run ``thermax run electron-gas`` at each ``r_s`` and tabulate the results.
+
+    Each run goes to ``out_dir/rs-<value>``; a run whose ``results.json`` exists is read,
+    not repeated, and an interrupted one resumes from its checkpoint, so the sweep as a
+    whole resumes. Writes ``out_dir/table.json``, ``table.csv`` and ``table.png`` (``F/N``,
+    ``S/N`` and ``m*/m`` against ``r_s``) and prints the table.
+
+    Args:
+        rs_values: the ``r_s`` values (each ``> 0``).
+        options: the other options of ``thermax run electron-gas`` (as in
+            :func:`thermax.catalog.build_run`; ``rs`` is set per run).
+        out_dir: the sweep's directory.
+
+    Returns:
+        The rows of :func:`electron_gas_table`.
+
+    Example:
+        >>> sweep_electron_gas([1, 5, 10], {"n": 13, "t_over_tf": 0.15, "steps": 200},
+        ...                    "sweep-n13")
+    """
+    import json
+    from pathlib import Path
+
+    from ..catalog import build_run
+
+    rs_values = [float(r) for r in rs_values]
+    bad = [r for r in rs_values if not (math.isfinite(r) and r > 0)]
+    if not rs_values or bad:
+        raise ValueError(f"sweep_electron_gas: needs r_s values > 0, got {rs_values}")
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    results = []
+    for rs in rs_values:
+        run_dir = out / f"rs-{rs:g}"
+        done = run_dir / "results.json"
+        if done.is_file():
+            results.append(json.loads(done.read_text()))
+            continue
+        run = build_run("electron-gas", {**options, "rs": rs})
+        results.append(run.execute(run_dir, resume=(run_dir / "checkpoint").exists(),
+                                   progress=progress))
+    rows = electron_gas_table(results)
+    write_electron_gas_table(rows, out)
+    return rows
+
+
+def write_electron_gas_table(rows: list[dict], out_dir) -> None:
+    """``table.json``, ``table.csv`` and ``table.png`` of :func:`electron_gas_table` rows
+    in ``out_dir``, and the table printed."""
+    import csv
+    import json
+    from pathlib import Path
+
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "table.json").write_text(json.dumps(rows, indent=1) + "\n")
+    with open(out / "table.csv", "w", newline="") as fh:
+        writer = csv.DictWriter(fh, fieldnames=TABLE_COLUMNS)
+        writer.writeheader()
+        writer.writerows(rows)
+    plot_electron_gas_table(rows, out / "table.png")
+    print(format_electron_gas_table(rows))
+
+
+def plot_electron_gas_table(rows: list[dict], path) -> None:
+    """``F/N``, ``S/N`` and ``m*/m`` (with error bars) against ``r_s``, saved to ``path``."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rs = [row["rs"] for row in rows]
+    fig, axes = plt.subplots(1, 3, figsize=(12, 3.6))
+    panels = (("free_energy_per_particle", "F / N (Ry)"), ("entropy_per_particle", "S / N"),
+              ("effective_mass_ratio", "m*/m = S / S_0"))
+    for ax, (key, label) in zip(axes, panels, strict=True):
+        values = [row[key] if row[key] is not None else float("nan") for row in rows]
+        errs = [row.get(key + "_stderr") or 0.0 for row in rows]
+        ax.errorbar(rs, values, yerr=errs, marker="o", capsize=3)
+        ax.set_xlabel("r_s")
+        ax.set_ylabel(label)
+    axes[2].axhline(1.0, color="grey", lw=0.8, ls="--")
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
