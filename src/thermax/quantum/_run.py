@@ -223,6 +223,12 @@ def quantum_summary(results: dict) -> str:
     if results.get("reference_energy") is not None:
         rows.append(("reference E", f"{results['reference_energy']}  "
                                     f"({results.get('reference_source', '')})"))
+    if results.get("reference_energy_per_particle_tl") is not None:
+        rows.append(("E / N", fmt(results["energy_per_particle"],
+                                  results["energy_per_particle_stderr"])))
+        rows.append(("E / N, thermodynamic limit",
+                     f"{results['reference_energy_per_particle_tl']:.6f}  "
+                     f"({results.get('reference_source', '')})"))
     if results.get("effective_mass_ratio") is not None:
         rows.append(("F / N", fmt(results["free_energy_per_particle"],
                                   results["free_energy_per_particle_stderr"])))
