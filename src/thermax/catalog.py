@@ -579,9 +579,9 @@ ELECTRON_GAS = (
     Option("t_over_tf", float, 0.15, "temperature in units of the Fermi temperature T_F = "
            "k_F^2 (Rydberg; 0: ground state)", check=_non_negative),
     Option("twist", float, None, "twist theta of the momenta k = 2 pi (n + theta) / L, one "
-           "number per axis in [-0.5, 0.5] (default: 0)", nargs="+"),
+           "number per axis in [-0.5, 0.5] (None: 0 on every axis)", nargs="+"),
     Option("emax", float, None, "single-particle energy cutoff in Rydberg of the plane waves "
-           "(default: the Fermi level plus 10 T; at T = 0 the closed shell)", check=_positive),
+           "(None: the Fermi level plus 10 T; at T = 0 the closed shell)", check=_positive),
     Option("closed_shell", int, 0, "1: require n to fill closed shells of the momentum "
            "lattice", choices=(0, 1)),
     Option("coulomb", float, 1.0, "Coulomb strength (0: free fermions, exact reference)",
