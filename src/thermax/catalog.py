@@ -690,7 +690,7 @@ SYSTEMS: dict[str, SystemEntry] = {
         (), None,
         defaults={"steps": 1000, "batch": 256, "eval_batch": 4096, "lr": 1e-2,
                   "lr_schedule": "cosine", "lr_final": 0.05, "dtype": "float64",
-                  "laplacian": "forward"},
+                  "laplacian": "forward", "chunk_size": 32},
         groups=(ELECTRON_GAS, QUANTUM),
         build_run=_electron_gas_run,
     ),
