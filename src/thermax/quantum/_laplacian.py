@@ -124,6 +124,14 @@ class AbstractLaplacian(eqx.Module):
         raise NotImplementedError
 
 
+def _reverse_jacobian(g: Callable[[Array], Array], v: Array) -> Callable[[Array], Array]:
+    """``u -> dg/du`` of shape ``(c, d)`` by reverse mode: ``jax.grad`` for one output
+    (the real case, no batching of cotangents), ``jax.jacrev`` for two (complex ``f``)."""
+    if jax.eval_shape(g, v).shape == (1,):
+        return lambda u: jax.grad(lambda w: g(w)[0])(u)[None]
+    return jax.jacrev(g)
+
+
 class LoopLaplacian(AbstractLaplacian):
     r"""Exact Laplacian as the trace of the Hessian, one coordinate at a time.
 
@@ -147,7 +155,7 @@ class LoopLaplacian(AbstractLaplacian):
     needs_key: ClassVar[bool] = False
 
     def _grad_and_laplacian(self, g, v, key):
-        jac, hvp = jax.linearize(jax.jacrev(g), v)           # (c, d); hvp(e): (c, d)
+        jac, hvp = jax.linearize(_reverse_jacobian(g, v), v)   # (c, d); hvp(e): (c, d)
         d, c = v.size, jac.shape[0]
         if self.vmapped:
             hessians = jax.vmap(hvp)(jnp.eye(d, dtype=v.dtype))     # (d, c, d), all at once
@@ -426,7 +434,7 @@ class HutchinsonLaplacian(AbstractLaplacian):
             probes = jax.random.normal(key, shape, v.dtype)
         else:
             probes = jax.random.rademacher(key, shape, v.dtype)
-        jac, hvp = jax.linearize(jax.jacrev(g), v)            # (c, d); hvp(p): (c, d)
+        jac, hvp = jax.linearize(_reverse_jacobian(g, v), v)    # (c, d); hvp(p): (c, d)
         quad = jax.vmap(lambda p: hvp(p) @ p)(probes)           # (n_probes, c)
         return jac, jnp.mean(quad, axis=0)
 
