@@ -205,8 +205,7 @@ def build_electron_gas(cfg: dict, mesh):
                              burn_in=cfg["burn_in"], width=0.1 * system.box_length / n**0.5,
                              clip=cfg["clip_eloc"] or None, mesh=mesh,
                              chunk_size=cfg["chunk_size"] or None)
-    free = free_fermion_thermodynamics(levels.astype(jnp.float64) if jax.config.jax_enable_x64
-                                       else levels, n, beta)
+    free = free_fermion_thermodynamics(levels, n, beta)
     exact = float(free.free_energy) if cfg["coulomb"] == 0 else None
     reference = {"rs": rs, "dim": dim, "twist": list(twist), "t_over_tf": float(t_over_tf),
                  "fermi_temperature": t_fermi, "box_length": system.box_length,

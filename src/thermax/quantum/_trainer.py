@@ -239,19 +239,17 @@ class QuantumTrainer(eqx.Module):
         e_re = _clipped(jnp.real(e_loc), self.clip)
         e_c = jax.lax.stop_gradient(e_re - jnp.mean(e_re))
         e_im = jax.lax.stop_gradient(jnp.imag(e_loc))
-        complex_psi = model.wavefunction.is_complex
 
         def surrogate(p):
             m = eqx.combine(p, static)
             log_p = m.occupations.log_prob_batch(k_up, k_down)
             # f - mean is zero where p is fixed (T = 0), so log p adds nothing there
             reinforce = jnp.mean(f_c * jnp.where(jnp.isfinite(log_p), log_p, 0.0))
-            if not complex_psi:
-                log_psi = m.log_psi_batch(xs, k_up, k_down)
-                return reinforce + 2.0 * jnp.mean(e_c * log_psi)
-            # 2 Re E[(E_loc - E)^* d ln Psi] with d ln Psi = d ln|Psi| + i d arg Psi
+            # 2 Re E[(E_loc - E)^* d ln Psi] with d ln Psi = d ln|Psi| + i d arg Psi (the
+            # imaginary parts are zero for a real wavefunction)
             log_value = jax.vmap(m.log_value)(xs, k_up, k_down)
-            return reinforce + 2.0 * jnp.mean(e_c * log_value.real + e_im * log_value.imag)
+            return reinforce + 2.0 * jnp.mean(e_c * jnp.real(log_value)
+                                              + e_im * jnp.imag(log_value))
 
         return jax.grad(surrogate)(params), params, static, e_c, f_c
 
