@@ -51,6 +51,7 @@ class Chain(AbstractBijection):
 
     @property
     def uses_key(self) -> bool:
+        """Whether any bijection in the chain needs a key (then the chain splits one)."""
         return any(b.uses_key for b in self.bijections)
 
     def _keys(self, key):
@@ -160,6 +161,7 @@ class Scan(AbstractBijection):
 
     @property
     def uses_key(self) -> bool:
+        """Whether the repeated layer needs a key (then each step gets its own)."""
         return self.stacked.uses_key
 
     def _run(self, y, key, inverse: bool):
@@ -224,6 +226,7 @@ class Invert(AbstractBijection):
 
     @property
     def uses_key(self) -> bool:
+        """Whether the wrapped bijection needs a key."""
         return self.bijection.uses_key
 
     def _transform_and_log_det(self, z, key=None):

@@ -115,6 +115,7 @@ class PlaquetteRealNVP(AbstractBijection):
 
     @property
     def n_couplings(self) -> int:
+        """Number of affine coupling layers in the plaquette kernel."""
         return self.log_scale_bound.shape[0]
 
     def _shift_and_log_scale(self, a, params):

@@ -38,10 +38,12 @@ class AutoregressiveSpins(AbstractDistribution):
 
     @property
     def shape(self) -> tuple[int, ...]:
+        """Shape of one configuration: the lattice shape of the network."""
         return self.net.shape
 
     @property
     def n(self) -> int:
+        """Number of spins."""
         return math.prod(self.shape)
 
     def _log_prob(self, x):
@@ -109,10 +111,12 @@ class Z2Symmetrized(AbstractDistribution):
 
     @property
     def shape(self) -> tuple[int, ...]:
+        """Shape of one configuration, that of the base distribution."""
         return self.base.shape
 
     @property
     def kind(self) -> str:
+        """Kind of configuration, that of the base distribution."""
         return self.base.kind
 
     def _log_prob(self, x):

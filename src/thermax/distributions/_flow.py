@@ -73,10 +73,12 @@ class Transformed(AbstractDistribution):
 
     @property
     def shape(self) -> tuple[int, ...]:
+        """Shape of one sample, that of the base distribution (a bijection keeps it)."""
         return self.base.shape
 
     @property
     def kind(self) -> str:
+        """Kind of configuration, that of the base distribution."""
         return self.base.kind
 
     def _log_prob(self, x):

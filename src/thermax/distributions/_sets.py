@@ -63,6 +63,7 @@ class AbstractSetDistribution(AbstractDistribution):
 
     @property
     def shape(self) -> tuple[int, ...]:
+        """Shape of one sample: ``(n,)``, the occupied states in increasing order."""
         return (self.n,)
 
     @abc.abstractmethod
@@ -149,10 +150,12 @@ class AutoregressiveSet(AbstractSetDistribution):
 
     @property
     def n(self) -> int:
+        """Number of occupied states (particles), that of the network."""
         return self.net.n
 
     @property
     def m(self) -> int:
+        """Number of states to choose from, that of the network."""
         return self.net.m
 
     def _logits(self, k):
@@ -199,6 +202,7 @@ class FreeFermionSets(AbstractSetDistribution):
 
     @property
     def m(self) -> int:
+        """Number of single-particle levels."""
         return self.levels.shape[0]
 
     def log_z(self) -> Float[Array, ""]:

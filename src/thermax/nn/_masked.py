@@ -99,6 +99,8 @@ class MaskedDense(AbstractMaskedOp):
         self.bias = jnp.zeros((n, c_out), dtype)
 
     def mask(self) -> Array:
+        """Which weights are used: ``mask[j, i]`` is true when input site ``j`` may feed
+        output site ``i`` (``j < i``, or ``j <= i`` when not exclusive)."""
         sites = jnp.arange(self.n)
         # allowed[j, i]: input site j may feed output site i
         allowed = sites[:, None] < sites[None, :] if self.exclusive else (
@@ -185,6 +187,8 @@ class MaskedConv2d(AbstractMaskedOp):
         self.bias = jnp.zeros((c_out,), dtype)
 
     def kernel_shape(self) -> tuple[int, int, int, int]:
+        """Shape of the stored kernel: ``(k + 1, 2k + 1, c_in, c_out)``, the rows above and
+        the current row of a ``(2k + 1)``-wide window."""
         k = self.half_kernel
         return (k + 1, 2 * k + 1, self.c_in, self.c_out)
 

@@ -32,12 +32,15 @@ class FreeEnergyStats(eqx.Module):
     @classmethod
     def from_samples(cls, energy: Float[Array, " batch"], log_prob: Float[Array, " batch"],
                      beta: Float[Array, ""]) -> "FreeEnergyStats":
+        """The statistics of a batch of energies ``H(x)`` and ``ln p(x)`` of samples
+        ``x ~ p`` at inverse temperature ``beta``."""
         f, f_err = mean_and_stderr(energy + log_prob / beta)
         e, e_err = mean_and_stderr(energy)
         s, s_err = mean_and_stderr(-log_prob)
         return cls(f, f_err, e, e_err, s, s_err, jnp.asarray(beta, f.dtype))
 
     def as_dict(self) -> dict[str, float]:
+        """Every field as a Python float, by name (for logs and JSON)."""
         return {k: float(v) for k, v in vars(self).items()}
 
 
@@ -55,6 +58,8 @@ class ImportanceStats(eqx.Module):
     @classmethod
     def from_samples(cls, energy: Float[Array, " batch"], log_prob: Float[Array, " batch"],
                      beta: Float[Array, ""]) -> "ImportanceStats":
+        """The importance weights of a batch of energies ``H(x)`` and ``ln p(x)`` of
+        samples ``x ~ p`` at inverse temperature ``beta``, and their statistics."""
         log_w = -beta * energy - log_prob
         b = log_w.shape[0]
         log_z = jax.nn.logsumexp(log_w) - jnp.log(b)
@@ -65,4 +70,5 @@ class ImportanceStats(eqx.Module):
         return cls(log_z, stderr, ess)
 
     def as_dict(self) -> dict[str, float]:
+        """Every field as a Python float, by name (for logs and JSON)."""
         return {k: float(v) for k, v in vars(self).items()}

@@ -100,6 +100,7 @@ class RelaxedIsing(AbstractSystem):
 
     @property
     def shape(self) -> tuple[int, ...]:
+        """Shape of one configuration: the ``(size, size)`` lattice."""
         return (self.size, self.size)
 
     def _spectrum(self) -> np.ndarray:
@@ -213,6 +214,7 @@ class Phi4(AbstractSystem):
 
     @property
     def shape(self) -> tuple[int, ...]:
+        """Shape of one configuration: the ``(size, size)`` lattice."""
         return (self.size, self.size)
 
     def _energy(self, x):

@@ -92,6 +92,7 @@ class CoulombTrap(AbstractSystem):
 
     @property
     def shape(self) -> tuple[int, ...]:
+        """Shape of one configuration: ``(n_particles, dim)``."""
         return (self.n_particles, self.dim)
 
     @property

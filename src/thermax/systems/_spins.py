@@ -42,6 +42,7 @@ class Ising2D(AbstractSystem):
 
     @property
     def shape(self) -> tuple[int, ...]:
+        """Shape of one configuration: the ``(size, size)`` lattice."""
         return (self.size, self.size)
 
     def _energy(self, x):
@@ -105,6 +106,7 @@ class SherringtonKirkpatrick(AbstractSystem):
 
     @property
     def shape(self) -> tuple[int, ...]:
+        """Shape of one configuration: ``(n,)``, one spin per row of the couplings."""
         return (self.couplings.shape[0],)
 
     def _energy(self, x):
