@@ -317,7 +317,8 @@ class ContinuousFlow(AbstractBijection):
             constant steps; ``None`` lets an adaptive controller choose.
         adjoint: a Diffrax adjoint (default ``RecursiveCheckpointAdjoint()``).
         divergence: an :class:`AbstractDivergence` (default ``ExactDivergence()``).
-        t0, t1: the integration interval, ``t1 > t0`` (default ``[0, 1]``).
+        t0: the start of the integration interval (default 0).
+        t1: the end of the integration interval, ``t1 > t0`` (default 1).
         max_steps: the most solver steps one solve may take (default 4096).
         symmetry: an optional :class:`AbstractRandomSymmetry` (default ``None``; needs
             constant steps). With one and a key, solver step ``k`` integrates the field
@@ -591,7 +592,8 @@ def continuous_flow(field: AbstractVelocityField, *, solver: str = "tsit5",
             ``t1 / steps``; ``"pid"``: optional, sets the initial step).
         controller: ``"constant"`` or ``"pid"`` (adaptive; needs ``rtol`` and ``atol``
             and a solver with an error estimate, i.e. not ``euler``).
-        rtol, atol: tolerances of the ``"pid"`` controller.
+        rtol: relative tolerance of the ``"pid"`` controller.
+        atol: absolute tolerance of the ``"pid"`` controller.
         adjoint: a key of :data:`ADJOINTS`.
         divergence: ``"exact"`` (:class:`ExactDivergence`, ``"auto"``) or
             ``"hutchinson"`` (:class:`HutchinsonDivergence` with ``probe`` and

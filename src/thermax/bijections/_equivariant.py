@@ -225,7 +225,9 @@ class FermiNetLayer(AbstractResidualBijection):
         pair_width: features of the pair stream (default ``width``).
         lipschitz: the guaranteed bound ``L`` on ``Lip(f)``, in ``(0, 1)`` (default 0.9;
             smaller makes the inverse converge faster, larger the layer more expressive).
-        max_iter, tol: of the fixed-point inverse (see :class:`AbstractResidualBijection`).
+        max_iter: the most iterations of the fixed-point inverse (see
+            :class:`AbstractResidualBijection`).
+        tol: the tolerance of the fixed-point inverse (``None``: 100 machine epsilons).
         key: initialisation key.
         dtype: parameter dtype (default: the default float).
 
@@ -285,10 +287,16 @@ def ferminet_flow(n: int, dim: int, *, layers: int, width: int, depth: int,
     inverse runs each layer's fixed-point inverse, last layer first.
 
     Args:
-        n, dim: particles and spatial dimension.
+        n: number of particles.
+        dim: spatial dimension.
         layers: number of residual layers (``>= 1``).
-        width, depth, pair_width, lipschitz, max_iter, tol, dtype: of each layer (see
-            :class:`FermiNetLayer`).
+        width: features of each layer's one-particle stream (see :class:`FermiNetLayer`).
+        depth: hidden layers of each layer's MLP.
+        pair_width: features of each layer's pair stream (default ``width``).
+        lipschitz: each layer's bound on ``Lip(f)``, in ``(0, 1)``.
+        max_iter: the most iterations of each layer's fixed-point inverse.
+        tol: the tolerance of each layer's fixed-point inverse.
+        dtype: parameter dtype (default: the default float).
         key: initialisation key.
 
     Example:
@@ -358,7 +366,9 @@ class Backflow(AbstractResidualBijection):
         lipschitz: the guaranteed bound ``L``, in ``(0, 1)`` (default 0.9).
         radial: ``"distance"`` (default; ``eta`` of ``|r|``, wavefunctions with cusps) or
             ``"squared"`` (``eta`` of ``|r|^2``, smooth).
-        max_iter, tol: of the fixed-point inverse (see :class:`AbstractResidualBijection`).
+        max_iter: the most iterations of the fixed-point inverse (see
+            :class:`AbstractResidualBijection`).
+        tol: the tolerance of the fixed-point inverse (``None``: 100 machine epsilons).
         key: initialisation key.
         dtype: parameter dtype (default: the default float).
 
@@ -450,10 +460,16 @@ def backflow_flow(n: int, dim: int, *, layers: int, width: int, depth: int,
     each), which a two-electron dot already needs to reach its exact ground state.
 
     Args:
-        n, dim: particles and spatial dimension.
+        n: number of particles.
+        dim: spatial dimension.
         layers: number of backflow layers (``>= 1``).
-        width, depth, lipschitz, radial, max_iter, tol, dtype: of each layer (see
-            :class:`Backflow`).
+        width: hidden features of each layer (see :class:`Backflow`).
+        depth: hidden layers of each layer's networks.
+        lipschitz: each layer's bound on ``Lip(f)``, in ``(0, 1)``.
+        radial: ``"distance"`` or ``"squared"``, as for :class:`Backflow`.
+        max_iter: the most iterations of each layer's fixed-point inverse.
+        tol: the tolerance of each layer's fixed-point inverse.
+        dtype: parameter dtype (default: the default float).
         key: initialisation key.
 
     Example:

@@ -200,7 +200,9 @@ class PeriodicFermiNetLayer(AbstractResidualBijection):
         depth: hidden layers of the per-electron MLP (``>= 1``).
         pair_width: features of the pair stream (default ``width``).
         lipschitz: the guaranteed bound on ``Lip(f)``, in ``(0, 1)`` (default 0.9).
-        max_iter, tol: of the fixed-point inverse (see :class:`AbstractResidualBijection`).
+        max_iter: the most iterations of the fixed-point inverse (see
+            :class:`AbstractResidualBijection`).
+        tol: the tolerance of the fixed-point inverse (``None``: 100 machine epsilons).
         key: initialisation key.
         dtype: parameter dtype (default: the default float).
 
@@ -313,11 +315,18 @@ def periodic_ferminet_flow(n: int, dim: int, box_length: Real[ArrayLike, ""], *,
     last layer first.
 
     Args:
-        n, dim: electrons and spatial dimension.
+        n: number of electrons.
+        dim: spatial dimension.
         box_length: side of the periodic box (a positive float or 0-d array).
         layers: number of residual layers (``>= 1``).
-        width, depth, pair_width, lipschitz, max_iter, tol, dtype: of each layer (see
+        width: features of each layer's one-electron stream (see
             :class:`PeriodicFermiNetLayer`).
+        depth: hidden layers of each layer's MLP.
+        pair_width: features of each layer's pair stream (default ``width``).
+        lipschitz: each layer's bound on ``Lip(f)``, in ``(0, 1)``.
+        max_iter: the most iterations of each layer's fixed-point inverse.
+        tol: the tolerance of each layer's fixed-point inverse.
+        dtype: parameter dtype (default: the default float).
         key: initialisation key.
 
     Example:

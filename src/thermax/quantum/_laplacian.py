@@ -140,7 +140,7 @@ class LoopLaplacian(AbstractLaplacian):
     with the basis vectors ``e_i`` (FermiNet's exact kinetic energy). Cost: ``d`` tangent
     passes through the backward graph, ``O(d)`` times the cost of ``grad f``.
 
-    Args:
+    Attributes:
         vmapped: ``False`` (default) loops with ``lax.fori_loop``: memory of one tangent
             pass, sequential; ``True`` maps over all basis vectors at once with ``vmap``:
             ``d`` times the intermediate memory, but one wide parallel pass (it can pay on
@@ -310,7 +310,7 @@ class ForwardLaplacian(AbstractLaplacian):
     exact method; sparse folx helps only where intermediates depend on few inputs
     (pairwise features before any mixing), and costs more compile time.
 
-    Args:
+    Attributes:
         backend: ``"auto"``, ``"folx"`` or ``"forward"`` (see above).
         sparsity_threshold: folx's sparsity option (static; ignored by ``"forward"``): ``0``
             (default) dense Jacobians throughout; a fraction in ``(0, 1)``: propagate
@@ -405,7 +405,7 @@ class HutchinsonLaplacian(AbstractLaplacian):
     but adds variance to it, and the variational gradient of VMC multiplies it with the
     score, so the estimate should be drawn independently of anything it is correlated with.
 
-    Args:
+    Attributes:
         n_probes: probes per call (static, ``>= 1``).
         probe: ``"gaussian"`` or ``"rademacher"``.
 

@@ -209,7 +209,8 @@ def adapt_width(state: WalkerState, target: float = 0.5, *, gain: float = 2.0,
         target: the acceptance aimed at, in ``(0, 1)`` (default ``0.5``).
         gain: ``g``, the rate of the log-width update.
         max_factor: ``f > 1``, the largest change of the width per call.
-        min_width, max_width: bounds of the width.
+        min_width: the smallest width allowed.
+        max_width: the largest width allowed.
 
     Returns:
         The state with the new width.

@@ -223,9 +223,13 @@ class PlaneWaveBasis(AbstractBasis):
             n_particles: ``N`` for a spin-polarised gas, or ``(n_up, n_down)``: the density
                 counts ``n_up + n_down``, the cutoff must hold ``max(n_up, n_down)``.
             rs: the Wigner-Seitz radius in Bohr radii, ``> 0``.
-            dim, twist, emax, n_orbitals, prefactor, dtype: as for :class:`PlaneWaveBasis`
-                (``emax`` in absolute energy units, e.g. a multiple of
-                :func:`fermi_temperature`).
+            dim: spatial dimension, as for :class:`PlaneWaveBasis`.
+            twist: the twist, as for :class:`PlaneWaveBasis`.
+            emax: the energy cutoff, as for :class:`PlaneWaveBasis`, in absolute energy
+                units (e.g. a multiple of :func:`fermi_temperature`).
+            n_orbitals: the number of orbitals, as for :class:`PlaneWaveBasis`.
+            prefactor: the kinetic prefactor, as for :class:`PlaneWaveBasis`.
+            dtype: the dtype of the box length, as for :class:`PlaneWaveBasis`.
 
         Raises:
             ValueError: besides the constructor's checks, a cutoff with fewer orbitals than

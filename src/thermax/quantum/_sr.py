@@ -239,7 +239,7 @@ class CGSR(AbstractSRSolver):
     (``jax.scipy.sparse.linalg.cg``; no convergence flag is reported, so set ``maxiter``
     generously). ``jacobi=True`` preconditions with ``diag(S) + lambda``.
 
-    Arguments:
+    Attributes:
         maxiter: the most CG iterations (static).
         tol: relative residual tolerance (static).
         jacobi: use the diagonal preconditioner.
