@@ -12,6 +12,9 @@ All missing docstrings are reported at once.
 import dataclasses
 import importlib
 import inspect
+import pkgutil
+
+import thermax
 
 MODULES = [
     "thermax",
@@ -27,6 +30,9 @@ MODULES = [
     "thermax.catalog",
     "thermax.cli",
 ]
+# Public modules added later are checked too.
+MODULES += sorted(f"thermax.{m.name}" for m in pkgutil.iter_modules(thermax.__path__)
+                  if not m.name.startswith("_") and f"thermax.{m.name}" not in MODULES)
 
 
 def _public_names(module) -> list[str]:
