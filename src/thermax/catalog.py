@@ -67,6 +67,12 @@ def _at_least(k):
     return lambda x: None if x >= k else f"must be >= {k}"
 
 
+def _logger_check(name) -> str | None:
+    from .train._loggers import check_logger
+
+    return check_logger(name)
+
+
 def _unit_interval(x) -> str | None:
     return None if 0 <= x < 1 else "must be in [0, 1)"
 
@@ -88,6 +94,9 @@ COMMON = (
     Option("log_every", int, 10, "write a history row every this many steps", check=_positive),
     Option("checkpoint_every", int, 100, "checkpoint every this many steps (0: only at end)",
            check=_non_negative),
+    Option("logger", str, "csv", "training log besides history.csv (always written): csv "
+           "(nothing more) or tensorboard (scalars in DIR/tensorboard; needs tensorboardX)",
+           choices=("csv", "tensorboard"), check=_logger_check),
 )
 
 CLASSICAL = (

@@ -1,9 +1,10 @@
-"""The ``thermax`` command line: ``thermax run SYSTEM``, ``thermax list``.
+"""The ``thermax`` command line: ``thermax run SYSTEM``, ``sweep``, ``report``, ``list``.
 
 See ``shared/docs/RUNS.md`` (the run contract) and ``docs/cli.md``.
 """
 
 import argparse
+import functools
 import json
 import sys
 import time
@@ -11,6 +12,9 @@ from pathlib import Path
 
 USAGE = """usage: thermax run SYSTEM [--option VALUE ...] [--out DIR]
        thermax run SYSTEM --resume DIR [--steps N]
+       thermax sweep SYSTEM --param NAME SPEC [--option VALUE ...] --out DIR
+       thermax sweep --resume DIR
+       thermax report DIR
        thermax list"""
 
 
@@ -98,11 +102,14 @@ def _run(argv: list[str]) -> int:
 
     print(f"thermax run {name} -> {out_dir}  ({run.trainer.mesh.size} device(s), "
           f"{run.config['dtype']})", file=sys.stderr)
-    run_execute = getattr(run, "execute", None) or (
-        lambda out, resume: execute(run, out, resume=resume))
+    from .train._loggers import close_loggers, open_loggers
+
+    run_execute = getattr(run, "execute", None) or functools.partial(execute, run)
     summary = getattr(run, "summary", None) or format_summary
+    loggers = open_loggers(run.config, out_dir, resume=resume is not None)
     try:
-        results = run_execute(out_dir, resume=resume is not None)
+        results = run_execute(out_dir, resume=resume is not None,
+                              **({"loggers": loggers} if loggers else {}))
     except NonFiniteError as err:
         print(f"thermax: error: {err}", file=sys.stderr)
         return 1
@@ -110,6 +117,8 @@ def _run(argv: list[str]) -> int:
         print(f"\ninterrupted: checkpoint saved; continue with "
               f"'thermax run {name} --resume {out_dir}'", file=sys.stderr)
         return 130
+    finally:
+        close_loggers(loggers)
     print(summary(results))
     print(f"results in {out_dir}/results.json")
     return 0
@@ -125,7 +134,11 @@ def main(argv: list[str] | None = None) -> int:
             return _list()
         if argv[0] == "run":
             return _run(argv[1:])
-        raise _Fail(f"unknown command {argv[0]!r}; commands: run, list")
+        if argv[0] in ("sweep", "report"):
+            from ._sweep_cli import report_command, sweep_command
+
+            return (sweep_command if argv[0] == "sweep" else report_command)(argv[1:])
+        raise _Fail(f"unknown command {argv[0]!r}; commands: run, sweep, report, list")
     except _Fail as err:
         print(f"thermax: error: {err}", file=sys.stderr)
         return 2

@@ -29,6 +29,7 @@ from ._fermions import (
     suffix_log_esp,
 )
 from ._ising import kaufman_log_z, onsager_free_energy_per_site
+from ._kaufman_thermo import ising_thermodynamics, ising_thermodynamics_curve
 from ._phi4 import (
     PHI4_REFERENCE,
     phi4_hopping,
@@ -41,6 +42,7 @@ from ._phi4 import (
 __all__ = ["MAX_SPINS", "PHI4_REFERENCE", "SHELL_GAP", "WIGNER_2D", "CoulombGroundState",
            "all_spin_configurations", "coulomb_ground_state", "coulomb_pair_free_energy",
            "coulomb_pair_log_z", "enumerate_free_energy", "enumerate_thermodynamics",
+           "ising_thermodynamics", "ising_thermodynamics_curve",
            "kaufman_log_z", "onsager_free_energy_per_site", "phi4_hopping",
            "phi4_reference_free_energy", "phi4_reference_lookup", "phi4_site_log_z",
            "phi4_thermodynamic_integration"]
