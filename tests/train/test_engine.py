@@ -117,7 +117,8 @@ def test_checkpoint_keeps_the_newest(tmp_path, stepped):
     for step in (3, 5, 8):
         save_checkpoint(tmp_path, state.__class__(state.model, state.opt_state,
                                                   state.objective_state,
-                                                  jnp.asarray(step, jnp.int32), state.key),
+                                                  jnp.asarray(step, jnp.int32), state.key,
+                                                  state.guard),
                         {}, keep=2)
     names = sorted(p.name for p in tmp_path.glob("state-*.eqx"))
     assert names == ["state-000000005.eqx", "state-000000008.eqx"]

@@ -1,5 +1,7 @@
 """The pathwise (reparametrisation) estimator of ``grad F``, with "sticking the landing"."""
 
+from typing import ClassVar
+
 import equinox as eqx
 import jax
 import jax.numpy as jnp
@@ -7,6 +9,7 @@ from jaxtyping import Array, Float, Key, PyTree
 
 from ..distributions import AbstractDistribution
 from ..systems import AbstractSystem
+from ._chunks import accumulate_grad, from_chunks, to_chunks
 from ._free_energy import AbstractFreeEnergy
 from ._stats import FreeEnergyStats
 
@@ -53,15 +56,12 @@ class PathwiseFreeEnergy(AbstractFreeEnergy):
     """
 
     stick_the_landing: bool = eqx.field(default=False, static=True)
+    supports_chunks: ClassVar[bool] = True
 
     def loss(self, model: AbstractDistribution, system: AbstractSystem,
              beta: Float[Array, ""], state: PyTree, *, keys: Key[Array, " batch"]
              ) -> tuple[Float[Array, ""], tuple[FreeEnergyStats, PyTree]]:
-        if model.kind == "spins" or system.kind == "spins":
-            raise TypeError(
-                "PathwiseFreeEnergy differentiates through the samples, which needs "
-                f"continuous configurations; got a model of kind {model.kind!r} and a system "
-                f"of kind {system.kind!r}. For discrete spins use ScoreFunctionFreeEnergy.")
+        self._check_kinds(model, system)
         x, log_prob = model.sample_and_log_prob_batch(keys=keys)
         if self.stick_the_landing:
             log_prob = stop_gradient_parameters(model).log_prob_batch(x)
@@ -70,3 +70,29 @@ class PathwiseFreeEnergy(AbstractFreeEnergy):
         stats = FreeEnergyStats.from_samples(jax.lax.stop_gradient(energy),
                                              jax.lax.stop_gradient(log_prob), beta)
         return loss, (stats, state)
+
+    @staticmethod
+    def _check_kinds(model: AbstractDistribution, system: AbstractSystem) -> None:
+        if model.kind == "spins" or system.kind == "spins":
+            raise TypeError(
+                "PathwiseFreeEnergy differentiates through the samples, which needs "
+                f"continuous configurations; got a model of kind {model.kind!r} and a system "
+                f"of kind {system.kind!r}. For discrete spins use ScoreFunctionFreeEnergy.")
+
+    def _chunked(self, params, static, system, beta, state, *, keys, chunk_size, shard):
+        batch = keys.shape[0]
+
+        def chunk_loss(p, k):
+            model = eqx.combine(p, static)
+            self._check_kinds(model, system)
+            x, log_prob = model.sample_and_log_prob_batch(keys=shard(k))
+            if self.stick_the_landing:
+                log_prob = stop_gradient_parameters(model).log_prob_batch(x)
+            energy = jax.vmap(system.energy)(x)
+            aux = (jax.lax.stop_gradient(energy), jax.lax.stop_gradient(log_prob))
+            return jnp.sum(energy + log_prob / beta) / batch, aux
+
+        grads, (energy, log_prob) = accumulate_grad(chunk_loss, params,
+                                                    to_chunks(keys, chunk_size))
+        stats = FreeEnergyStats.from_samples(from_chunks(energy), from_chunks(log_prob), beta)
+        return grads, (stats, state)

@@ -8,8 +8,7 @@ the Metropolis acceptance), ``checkpoint/`` (model, optimiser state, walkers, st
 import dataclasses
 import json
 import math
-import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -17,11 +16,11 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
-from tqdm.auto import tqdm
 
-from ..train._checkpoint import load_checkpoint, read_checkpoint_meta, save_checkpoint
+from ..train._checkpoint import load_checkpoint, read_checkpoint_meta
+from ..train._loop import LoopSettings, is_writer, local_copy, train_loop, wall_clock
 from ..train._records import History, plot_history, write_json
-from ..train._run import Interrupted, NonFiniteError, _seed_keys, _version
+from ..train._run import _seed_keys, _version
 from ._density_matrix import DensityMatrix
 from ._hamiltonian import AbstractQuantumSystem
 from ._trainer import QuantumTrainer, QuantumTrainState
@@ -56,15 +55,16 @@ class QuantumRun:
         return quantum_summary(results)
 
     def execute(self, out_dir: str | Path, *, resume: bool = False,
-                stop_after_step: int | None = None, progress: bool = True) -> dict[str, Any]:
+                stop_after_step: int | None = None, progress: bool = True,
+                loggers: Sequence[Callable[[dict], None]] = ()) -> dict[str, Any]:
         """Train into ``out_dir`` (see :func:`execute_quantum`)."""
         return execute_quantum(self, out_dir, resume=resume, stop_after_step=stop_after_step,
-                               progress=progress)
+                               progress=progress, loggers=loggers)
 
 
 def execute_quantum(run: QuantumRun, out_dir: str | Path, *, resume: bool = False,
-                    stop_after_step: int | None = None, progress: bool = True
-                    ) -> dict[str, Any]:
+                    stop_after_step: int | None = None, progress: bool = True,
+                    loggers: Sequence[Callable[[dict], None]] = ()) -> dict[str, Any]:
     """Train ``run`` in ``out_dir`` and return the final results (also in results.json).
 
     With ``resume=True`` training continues from the newest checkpoint (walkers included),
@@ -72,65 +72,35 @@ def execute_quantum(run: QuantumRun, out_dir: str | Path, *, resume: bool = Fals
     :class:`~thermax.train.Interrupted`) once that step is done and checkpointed.
     """
     cfg = run.config
+    settings = LoopSettings.from_config(cfg)
     out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
     ckpt_dir = out / "checkpoint"
-    (out / "config.json").write_text(
-        json.dumps({"system": run.system_name, "config": cfg}, indent=2) + "\n")
+    writer = is_writer()
+    if writer:
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "config.json").write_text(
+            json.dumps({"system": run.system_name, "config": cfg}, indent=2) + "\n")
     _, k_train, k_eval = _seed_keys(cfg["seed"])
     trainer = run.trainer
     state = trainer.init(run.model, key=k_train)
     wall_before, resume_step = 0.0, None
     if resume and read_checkpoint_meta(ckpt_dir) is not None:
         state, meta = load_checkpoint(ckpt_dir, state)
-        state = trainer.shard_walkers(trainer.replicate(state))
+        state = trainer.place(state)
         wall_before, resume_step = float(meta.get("wall_time_s", 0.0)), int(state.step)
     history = History(out / "history.csv", resume_step=resume_step,
-                      fields=QUANTUM_HISTORY_FIELDS)
-    steps, log_every = int(cfg["steps"]), max(1, int(cfg["log_every"]))
-    ckpt_every = int(cfg["checkpoint_every"])
-    start, t0 = int(state.step), time.perf_counter()
+                      fields=QUANTUM_HISTORY_FIELDS, write=writer)
+    wall = wall_clock(wall_before)
 
-    def wall() -> float:
-        return wall_before + time.perf_counter() - t0
+    def postfix(row: dict) -> str:
+        return (f"F={row['free_energy']:.5f}±{row['free_energy_stderr']:.5f}"
+                f" acc={row['acceptance']:.2f}")
 
-    def checkpoint(s: QuantumTrainState) -> None:
-        save_checkpoint(ckpt_dir, s, {"wall_time_s": wall(), "system": run.system_name})
-
+    state, faults = train_loop(trainer, state, settings=settings, ckpt_dir=ckpt_dir,
+                               history=history, name=run.system_name, wall=wall,
+                               postfix=postfix, progress=progress,
+                               stop_after_step=stop_after_step, loggers=loggers)
     n = run.system.n
-    bar = tqdm(total=steps, initial=start, disable=not progress, unit="step",
-               dynamic_ncols=True, desc=run.system_name)
-    try:
-        for step in range(start, steps):
-            state, stats = trainer.step(state)
-            done = step + 1
-            if done % log_every == 0 or done == steps:
-                row = {"step": done, **stats.as_dict(), "wall_time_s": wall()}
-                if not math.isfinite(row["free_energy"]):
-                    meta = read_checkpoint_meta(ckpt_dir)
-                    last = "none" if meta is None else f"step {meta['step']}"
-                    raise NonFiniteError(
-                        f"the free energy is {row['free_energy']} at step {done}; stopped "
-                        f"without saving this state (last checkpoint: {last}). Try a lower "
-                        "--lr, then --resume.")
-                history.append(row)
-                bar.set_postfix_str(f"F={row['free_energy']:.5f}±{row['free_energy_stderr']:.5f}"
-                                    f" acc={row['acceptance']:.2f}")
-            bar.update(1)
-            if ckpt_every and done % ckpt_every == 0:
-                checkpoint(state)
-            if stop_after_step is not None and done >= stop_after_step:
-                raise Interrupted(f"stopped after step {done} on request")
-    except KeyboardInterrupt:
-        bar.close()
-        try:
-            checkpoint(state)
-        except RuntimeError:
-            pass
-        raise
-    finally:
-        bar.close()
-    checkpoint(state)
 
     figures = trainer.evaluate(state, key=k_eval, n_samples=int(cfg["eval_batch"]))
     exact = run.exact_free_energy
@@ -153,14 +123,17 @@ def execute_quantum(run: QuantumRun, out_dir: str | Path, *, resume: bool = Fals
         "steps": int(state.step),
         "wall_time_s": wall(),
         "devices": trainer.mesh.size,
+        "processes": jax.process_count(),
+        "nonfinite_steps": faults,
         "version": _version(),
         **run.reference,
         **({"pretrain_kl": run.pretrain_kl} if run.pretrain_kl else {}),
     }
     if run.report is not None:
         results.update(run.report(results))
-    write_json(out / "results.json", results)
-    _plots(out, run, state, history, results)
+    if writer:
+        write_json(out / "results.json", results)
+        _plots(out, run, local_copy(state), history, results)
     return results
 
 

@@ -61,7 +61,8 @@ ScalarOrSchedule = float | Float[Array, ""] | Callable[[Int[Array, ""]], Float[A
 
 def score_matrix(log_fn: Callable[[PyTree, Any], Array], params: PyTree, samples: PyTree,
                  *, weights: Float[Array, " batch"] | None = None,
-                 group_size: int | None = None) -> Float[Array, "rows n_params"]:
+                 group_size: int | None = None,
+                 chunk_size: int | None = None) -> Float[Array, "rows n_params"]:
     r"""The centred, scaled per-sample score matrix ``O`` with ``O^T O`` the Fisher matrix.
 
     With ``d_i = d ln f(params; s_i) / d params`` (flattened in ``ravel_pytree`` order)
@@ -108,6 +109,8 @@ def score_matrix(log_fn: Callable[[PyTree, Any], Array], params: PyTree, samples
             the probabilities; importance sampling: the ratios). Default uniform.
         group_size: centre within consecutive groups of this many samples; ``B`` must be
             a multiple of it. Default: one group.
+        chunk_size: differentiate this many samples at a time (``jax.lax.map``), bounding
+            the memory of the per-sample backward passes; the same ``O``. Default: all.
 
     Returns:
         ``O`` of shape ``(B, P)`` (``(2 B, P)`` for complex ``log_fn``), ``P`` the total
@@ -147,7 +150,10 @@ def score_matrix(log_fn: Callable[[PyTree, Any], Array], params: PyTree, samples
         return jnp.stack([ravel_pytree(jax.grad(lambda p, f=f: f(log_fn(p, sample)))(params))[0]
                           for f in parts])
 
-    d = jax.vmap(scores)(samples)                                  # (B, c, P)
+    if chunk_size is None or chunk_size >= batch:
+        d = jax.vmap(scores)(samples)                              # (B, c, P)
+    else:
+        d = jax.lax.map(scores, samples, batch_size=int(chunk_size))
     c, n_params = d.shape[1], d.shape[2]
     w = (jnp.ones((batch,), d.dtype) if weights is None else jnp.asarray(weights, d.dtype))
     w = w / jnp.sum(w)

@@ -34,6 +34,9 @@ import optax
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 from jaxtyping import Array, Float, Int, PRNGKeyArray, PyTree
 
+from ..objectives._chunks import accumulate_grad, to_chunks
+from ..train._engine import replicate, shard_leading
+from ..train._guard import FaultInjection, Guard, fault_code, keep_if, next_guard, scale_updates
 from ._density_matrix import DensityMatrix
 from ._hamiltonian import AbstractQuantumSystem
 from ._laplacian import AbstractLaplacian
@@ -64,13 +67,15 @@ class QuantumStats(eqx.Module):
 
 
 class QuantumTrainState(eqx.Module):
-    """Everything that evolves: the model, optimiser state, walkers, step and key."""
+    """Everything that evolves: the model, optimiser state, walkers, step, key and the
+    non-finite guard (:class:`~thermax.train.Guard`)."""
 
     model: DensityMatrix
     opt_state: PyTree
     walkers: WalkerState
     step: Int[Array, ""]
     key: PRNGKeyArray
+    guard: Guard
 
 
 def trainable(model: DensityMatrix) -> PyTree:
@@ -120,8 +125,15 @@ class QuantumTrainer(eqx.Module):
         width: the initial proposal width.
         clip: local-energy clipping in ``g_psi`` (in mean absolute deviations), or None.
         mesh: a 1-D device mesh named ``"batch"`` (default: all devices).
-        chunk_size: local energies of ``chunk_size`` walkers at a time (bounds the memory
-            of the Laplacian, the largest intermediate; same results), or None: all at once.
+        chunk_size: local energies, gradients and the score rows of SR for
+            ``chunk_size`` walkers at a time (bounds the memory of the Laplacian and of
+            the backward passes; same results), or None: all at once. For the gradients
+            and SR it must divide ``batch``; local energies take any value.
+        fault: a :class:`~thermax.train.FaultInjection` for tests (``"walkers"``,
+            ``"gradients"`` or ``"loss"``), or None.
+
+    A step whose loss, gradients or walkers are not finite changes nothing but the step,
+    the key and the guard (see :mod:`thermax.train._guard`).
     """
 
     system: AbstractQuantumSystem
@@ -135,11 +147,12 @@ class QuantumTrainer(eqx.Module):
     clip: float | None = eqx.field(static=True)
     mesh: Mesh = eqx.field(static=True)
     chunk_size: int | None = eqx.field(static=True)
+    fault: FaultInjection | None
 
     def __init__(self, system: AbstractQuantumSystem, optimizer, laplacian: AbstractLaplacian,
                  *, temperature: float, batch: int, sweeps: int = 10, burn_in: int = 200,
                  width: float = 0.5, clip: float | None = 5.0, mesh: Mesh | None = None,
-                 chunk_size: int | None = None):
+                 chunk_size: int | None = None, fault: FaultInjection | None = None):
         mesh = Mesh(jax.devices(), (BATCH_AXIS,)) if mesh is None else mesh
         if not isinstance(batch, int) or batch < 2 or batch % mesh.size:
             raise ValueError(f"QuantumTrainer: batch must be an integer >= 2 divisible by the "
@@ -163,17 +176,17 @@ class QuantumTrainer(eqx.Module):
         self.batch, self.sweeps, self.burn_in = batch, sweeps, burn_in
         self.width, self.clip, self.mesh = float(width), clip, mesh
         self.chunk_size = chunk_size
+        self.fault = fault
 
     # ------------------------------------------------------------------ sharding helpers
     def replicate(self, tree: PyTree) -> PyTree:
         """Copies of every array of ``tree`` on all devices (never aliases)."""
-        sharding = NamedSharding(self.mesh, PartitionSpec())
-        # an explicit copy first: device_put(may_alias=False) of a 0-d array onto a
-        # replicated sharding was seen to keep the caller's buffer as one shard, which the
-        # donating step then deleted
-        return jax.tree.map(
-            lambda x: jax.device_put(jnp.array(x, copy=True), sharding)
-            if eqx.is_array(x) else x, tree)
+        return replicate(tree, self.mesh)
+
+    def place(self, state: QuantumTrainState) -> QuantumTrainState:
+        """A state read from a checkpoint (host arrays, saved on any device count) put
+        onto this trainer's mesh: replicated, with the walkers split along the batch."""
+        return self.shard_walkers(self.replicate(state))
 
     def _shard(self, x: Array) -> Array:
         return jax.lax.with_sharding_constraint(
@@ -218,17 +231,15 @@ class QuantumTrainer(eqx.Module):
         opt_state = (self.optimizer.init() if isinstance(self.optimizer, SR)
                      else self.optimizer.init(params))
         state = self.replicate(
-            QuantumTrainState(model, opt_state, walkers, jnp.asarray(0, jnp.int32), key))
+            QuantumTrainState(model, opt_state, walkers, jnp.asarray(0, jnp.int32), key,
+                              Guard.fresh()))
         return self.shard_walkers(state)
 
     def shard_walkers(self, state: QuantumTrainState) -> QuantumTrainState:
         """``state`` with the walkers' per-walker arrays split over the devices along the
         batch (as a training step returns them, so the step compiles once)."""
-        batch = NamedSharding(self.mesh, PartitionSpec(BATCH_AXIS))
-        walkers = jax.tree.map(
-            lambda x: jax.device_put(x, batch) if eqx.is_array(x) and x.ndim >= 1 else x,
-            state.walkers)
-        return eqx.tree_at(lambda s: s.walkers, state, walkers)
+        return eqx.tree_at(lambda s: s.walkers, state,
+                           shard_leading(state.walkers, self.mesh))
 
     def _gradients(self, model: DensityMatrix, k_up, k_down, xs, f, e_loc):
         spec = trainable(model)
@@ -240,18 +251,33 @@ class QuantumTrainer(eqx.Module):
         e_c = jax.lax.stop_gradient(e_re - jnp.mean(e_re))
         e_im = jax.lax.stop_gradient(jnp.imag(e_loc))
 
-        def surrogate(p):
+        batch = xs.shape[0]
+
+        def surrogate(p, chunk):
+            x, ku, kd, fc, ec, ei = chunk
             m = eqx.combine(p, static)
-            log_p = m.occupations.log_prob_batch(k_up, k_down)
+            log_p = m.occupations.log_prob_batch(ku, kd)
             # f - mean is zero where p is fixed (T = 0), so log p adds nothing there
-            reinforce = jnp.mean(f_c * jnp.where(jnp.isfinite(log_p), log_p, 0.0))
+            reinforce = jnp.sum(fc * jnp.where(jnp.isfinite(log_p), log_p, 0.0))
             # 2 Re E[(E_loc - E)^* d ln Psi] with d ln Psi = d ln|Psi| + i d arg Psi (the
             # imaginary parts are zero for a real wavefunction)
-            log_value = jax.vmap(m.log_value)(xs, k_up, k_down)
-            return reinforce + 2.0 * jnp.mean(e_c * jnp.real(log_value)
-                                              + e_im * jnp.imag(log_value))
+            log_value = jax.vmap(m.log_value)(x, ku, kd)
+            return (reinforce + 2.0 * jnp.sum(ec * jnp.real(log_value)
+                                              + ei * jnp.imag(log_value))) / batch, None
 
-        return jax.grad(surrogate)(params), params, static, e_c, f_c
+        data = (xs, k_up, k_down, f_c, e_c, e_im)
+        if self._grad_chunk is None:
+            grads = jax.grad(surrogate, has_aux=True)(params, data)[0]
+        else:
+            grads, _ = accumulate_grad(surrogate, params, to_chunks(data, self._grad_chunk))
+        return grads, params, static, e_c, f_c
+
+    @property
+    def _grad_chunk(self) -> int | None:
+        """The chunk of the gradient and SR passes: ``chunk_size`` when it divides the
+        batch and is smaller, else None (all at once)."""
+        c = self.chunk_size
+        return c if c is not None and c < self.batch and self.batch % c == 0 else None
 
     def _sr_update(self, state, params, static, grads, k_up, k_down, xs):
         """Stochastic reconfiguration with the blocks ``p`` (occupations) and ``psi``."""
@@ -268,10 +294,12 @@ class QuantumTrainer(eqx.Module):
         blocks = self.optimizer.blocks
         scores, block_grads = {}, {}
         if "p" in blocks:
-            scores["p"] = score_matrix(log_p, occ_params, (k_up, k_down))
+            scores["p"] = score_matrix(log_p, occ_params, (k_up, k_down),
+                                       chunk_size=self.chunk_size)
             block_grads["p"] = grads.occupations
         if "psi" in blocks:
-            scores["psi"] = score_matrix(log_psi, psi_params, (xs, k_up, k_down))
+            scores["psi"] = score_matrix(log_psi, psi_params, (xs, k_up, k_down),
+                                         chunk_size=self.chunk_size)
             block_grads["psi"] = grads.wavefunction
         block_updates, opt_state = self.optimizer.update(block_grads, scores, state.opt_state)
         # a block the optimiser does not hold (p at T = 0: no parameters) gets no update
@@ -289,17 +317,32 @@ class QuantumTrainer(eqx.Module):
         model = state.model
         k_up, k_down, log_p = self._occupations(model, k_occ, self.batch)
         walkers = self._walk(model, state.walkers, k_up, k_down, k_walk, self.sweeps)
+        if self.fault is not None:
+            walkers = eqx.tree_at(lambda w: w.positions, walkers, self.fault.corrupt(
+                "walkers", walkers.positions, state.step, state.guard))
         xs = self._shard(walkers.positions)
         e_loc = self._local_energies(model, xs, k_up, k_down, k_lap)
         stats, f = self._stats(log_p, e_loc, walkers)
         grads, params, static, _, _ = self._gradients(model, k_up, k_down, xs, f, e_loc)
+        loss = stats.free_energy
+        if self.fault is not None:
+            loss = self.fault.corrupt("loss", loss, state.step, state.guard)
+            grads = self.fault.corrupt("gradients", grads, state.step, state.guard)
+            stats = eqx.tree_at(lambda s: s.free_energy, stats, loss)
+        code, leaf = fault_code(loss, grads, walkers.positions)
         if isinstance(self.optimizer, SR):
             updates, opt_state = self._sr_update(state, params, static, grads, k_up, k_down,
                                                  xs)
         else:
             updates, opt_state = self.optimizer.update(grads, state.opt_state, params)
-        model = eqx.combine(optax.apply_updates(params, updates), static)
-        return QuantumTrainState(model, opt_state, walkers, state.step + 1, key), stats
+        new_params = optax.apply_updates(params, scale_updates(updates, state.guard))
+        # a non-finite step changes nothing but the step, the key and the guard
+        ok = code == 0
+        model = eqx.combine(keep_if(ok, new_params, params), static)
+        opt_state = keep_if(ok, opt_state, state.opt_state)
+        walkers = keep_if(ok, walkers, state.walkers)
+        return QuantumTrainState(model, opt_state, walkers, state.step + 1, key,
+                                 next_guard(state.guard, code, leaf)), stats
 
     @eqx.filter_jit(donate="all-except-first")
     def step(self, state: QuantumTrainState) -> tuple[QuantumTrainState, QuantumStats]:

@@ -14,12 +14,16 @@ class History:
     """``history.csv``: one row per logged step, appended and flushed as training goes.
 
     On resume, rows after the checkpoint's step are dropped so the file matches the state.
+    ``write=False`` (the non-writing processes of a multi-process run) touches no file.
     """
 
     def __init__(self, path: Path, *, resume_step: int | None = None,
-                 fields: list[str] | None = None):
+                 fields: list[str] | None = None, write: bool = True):
         self.path = Path(path)
         self.fields = HISTORY_FIELDS if fields is None else list(fields)
+        self.write = write
+        if not write:
+            return
         rows = []
         if resume_step is not None and self.path.is_file():
             with open(self.path, newline="") as f:
@@ -30,6 +34,9 @@ class History:
             writer.writerows(rows)
 
     def append(self, row: dict) -> None:
+        """Add one row (the keys of ``fields`` taken from ``row``) and flush it."""
+        if not self.write:
+            return
         with open(self.path, "a", newline="") as f:
             csv.DictWriter(f, self.fields).writerow({k: row[k] for k in self.fields})
 

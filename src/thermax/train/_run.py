@@ -7,23 +7,27 @@ trains it into a directory following the run contract (``shared/docs/RUNS.md``):
 
 import dataclasses
 import json
-import math
-import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
 import jax
 import jax.numpy as jnp
 import numpy as np
-from tqdm.auto import tqdm
 
 from ..bijections import exact_log_det
 from ..distributions import AbstractDistribution
 from ..systems import AbstractSystem
-from ._checkpoint import load_checkpoint, read_checkpoint_meta, save_checkpoint
+from ._checkpoint import load_checkpoint, read_checkpoint_meta
 from ._engine import Trainer, TrainState
 from ._evaluate import evaluate
+from ._loop import (
+    LoopSettings,
+    is_writer,
+    local_copy,
+    train_loop,
+    wall_clock,
+)
 from ._records import (
     History,
     plot_field_samples,
@@ -54,14 +58,6 @@ class Run:
     pictures: Callable[[Path, AbstractDistribution], None] | None = None
 
 
-class Interrupted(Exception):
-    """Raised by :func:`execute` when it stops early on request (tests, Ctrl-C)."""
-
-
-class NonFiniteError(RuntimeError):
-    """The training free energy became NaN or infinite; the last checkpoint is kept."""
-
-
 def _seed_keys(seed: int):
     root = jax.random.key(seed)
     k_model, k_train, k_eval = jax.random.split(root, 3)
@@ -74,20 +70,27 @@ def model_key(seed: int):
 
 
 def execute(run: Run, out_dir: str | Path, *, resume: bool = False,
-            stop_after_step: int | None = None, progress: bool = True) -> dict[str, Any]:
+            stop_after_step: int | None = None, progress: bool = True,
+            loggers: Sequence[Callable[[dict], None]] = ()) -> dict[str, Any]:
     """Train ``run`` in ``out_dir`` and return the final results (also in results.json).
 
     With ``resume=True`` training continues from the newest checkpoint in
     ``out_dir/checkpoint`` and the result is the same as an uninterrupted run.
     ``stop_after_step`` stops (raising :class:`Interrupted`) once that step is done and
-    checkpointed, as a crash right after a checkpoint would.
+    checkpointed, as a crash right after a checkpoint would. ``loggers`` are called with
+    every logged history row (besides ``history.csv``). The options ``on_nonfinite`` and
+    ``keep_checkpoints`` of the run's config set the non-finite policy and how many
+    checkpoints are kept (:class:`~thermax.train.LoopSettings`).
     """
     cfg = run.config
+    settings = LoopSettings.from_config(cfg)
     out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
     ckpt_dir = out / "checkpoint"
-    (out / "config.json").write_text(
-        json.dumps({"system": run.system_name, "config": cfg}, indent=2) + "\n")
+    writer = is_writer()
+    if writer:
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "config.json").write_text(
+            json.dumps({"system": run.system_name, "config": cfg}, indent=2) + "\n")
 
     _, k_train, k_eval = _seed_keys(cfg["seed"])
     trainer = run.trainer
@@ -96,58 +99,21 @@ def execute(run: Run, out_dir: str | Path, *, resume: bool = False,
     resume_step = None
     if resume and read_checkpoint_meta(ckpt_dir) is not None:
         state, meta = load_checkpoint(ckpt_dir, state)
-        state = trainer.replicate(state)
+        state = trainer.place(state)
         wall_before = float(meta.get("wall_time_s", 0.0))
         resume_step = int(state.step)
-    history = History(out / "history.csv", resume_step=resume_step)
-
-    steps = int(cfg["steps"])
-    log_every = max(1, int(cfg.get("log_every", 10)))
-    ckpt_every = int(cfg.get("checkpoint_every", 0))
-    start = int(state.step)
-    t0 = time.perf_counter()
-
-    def wall() -> float:
-        return wall_before + time.perf_counter() - t0
-
-    def checkpoint(s: TrainState) -> None:
-        save_checkpoint(ckpt_dir, s, {"wall_time_s": wall(), "system": run.system_name})
-
-    bar = tqdm(total=steps, initial=start, disable=not progress, unit="step",
-               dynamic_ncols=True, desc=run.system_name)
+    history = History(out / "history.csv", resume_step=resume_step, write=writer)
+    wall = wall_clock(wall_before)
     n = run.system.n
-    try:
-        for step in range(start, steps):
-            state, stats = trainer.step(state)
-            done = step + 1
-            if done % log_every == 0 or done == steps:
-                row = {"step": done, **stats.as_dict(), "wall_time_s": wall()}
-                if not math.isfinite(row["free_energy"]):
-                    meta = read_checkpoint_meta(ckpt_dir)
-                    last = "none" if meta is None else f"step {meta['step']}"
-                    raise NonFiniteError(
-                        f"the free energy is {row['free_energy']} at step {done}; stopped "
-                        f"without saving this state (last checkpoint: {last}). Try a lower "
-                        "--lr or --clip-grad, then --resume.")
-                history.append(row)
-                bar.set_postfix_str(
-                    f"F/n={row['free_energy'] / n:.5f}±{row['free_energy_stderr'] / n:.5f}"
-                    f" beta={row['beta']:.4f}")
-            bar.update(1)
-            if ckpt_every and done % ckpt_every == 0:
-                checkpoint(state)
-            if stop_after_step is not None and done >= stop_after_step:
-                raise Interrupted(f"stopped after step {done} on request")
-    except KeyboardInterrupt:
-        bar.close()
-        try:  # the step in flight may have consumed (donated) ``state``; then the last
-            checkpoint(state)  # periodic checkpoint stands
-        except RuntimeError:
-            pass
-        raise
-    finally:
-        bar.close()
-    checkpoint(state)
+
+    def postfix(row: dict) -> str:
+        return (f"F/n={row['free_energy'] / n:.5f}±{row['free_energy_stderr'] / n:.5f}"
+                f" beta={row['beta']:.4f}")
+
+    state, faults = train_loop(trainer, state, settings=settings, ckpt_dir=ckpt_dir,
+                               history=history, name=run.system_name, wall=wall,
+                               postfix=postfix, progress=progress,
+                               stop_after_step=stop_after_step, loggers=loggers)
 
     beta = float(cfg["beta"]) if "beta" in cfg else float(trainer.beta)
     # a Hutchinson divergence trains with a noisy ln p; evaluate with the exact one
@@ -170,13 +136,16 @@ def execute(run: Run, out_dir: str | Path, *, resume: bool = False,
         "steps": int(state.step),
         "wall_time_s": wall(),
         "devices": trainer.mesh.size,
+        "processes": jax.process_count(),
+        "nonfinite_steps": faults,
         "version": _version(),
         **run.extra_results,
     }
     if run.report is not None:
         results.update(run.report(results, model=state.model))
-    write_json(out / "results.json", results)
-    _plots(out, run, state, history, exact, results)
+    if writer:
+        write_json(out / "results.json", results)
+        _plots(out, run, local_copy(state), history, exact, results)
     return results
 
 
