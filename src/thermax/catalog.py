@@ -32,6 +32,7 @@ from .nn import MADE, PixelCNN
 from .objectives import AbstractFreeEnergy, ScoreFunctionFreeEnergy
 from .systems import AbstractSystem, Ising2D, SherringtonKirkpatrick
 from .train import Run, Trainer, make_mesh, model_key
+from .train._engine import fit_chunk_size
 
 
 class OptionError(ValueError):
@@ -97,6 +98,19 @@ COMMON = (
     Option("logger", str, "csv", "training log besides history.csv (always written): csv "
            "(nothing more) or tensorboard (scalars in DIR/tensorboard; needs tensorboardX)",
            choices=("csv", "tensorboard"), check=_logger_check),
+    Option("keep_checkpoints", int, 2, "how many of the newest checkpoints to keep",
+           check=_at_least(1)),
+    Option("on_nonfinite", str, "skip", "what to do when the loss, a gradient or a walker "
+           "is NaN or infinite (the step is never applied): skip it and halve the learning "
+           "rate, restore the last checkpoint and halve the learning rate, or stop",
+           choices=("skip", "restore", "stop")),
+    Option("chunk_size", int, 0, "process the batch this many samples at a time: sampling, "
+           "energies (quantum: local energies), gradients and SR's score rows, to bound "
+           "memory (same results; must divide --batch; 0: all at once)",
+           check=_non_negative),
+    Option("memory_cap", float, 0.0, "classical systems: the most memory (GiB per device) a "
+           "training step may use; the largest --chunk-size that fits is chosen (0: no cap)",
+           check=_non_negative),
 )
 
 CLASSICAL = (
@@ -574,9 +588,6 @@ QUANTUM = (
     Option("burn_in", int, 200, "Metropolis sweeps before training", check=_at_least(1)),
     Option("clip_eloc", float, 5.0, "clip local energies in the Psi gradient to median +- "
            "this many mean absolute deviations (0: off)", check=_non_negative),
-    Option("chunk_size", int, 0, "local energies of this many walkers at a time, to bound "
-           "the Laplacian's memory (same results; 0: the whole batch at once)",
-           check=_non_negative),
 )
 
 
@@ -786,6 +797,9 @@ def build_run(system: str, options: dict[str, Any], *, devices=None) -> Any:
         jax.config.update("jax_enable_x64", True)
     ent = entry(system)
     if ent.build_run is not None:
+        if cfg["memory_cap"] > 0:
+            raise OptionError(f"--memory-cap is for classical systems; for {system!r} set "
+                              "--chunk-size")
         mesh = make_mesh(devices)
         if cfg["batch"] % mesh.size:
             raise OptionError(f"--batch {cfg['batch']} must be divisible by the number of "
@@ -814,8 +828,19 @@ def build_run(system: str, options: dict[str, Any], *, devices=None) -> Any:
     except ValueError as err:
         raise OptionError(str(err)) from None
     beta = ent.beta(cfg)
-    trainer = Trainer(ent.objective(cfg), _optimizer(cfg), sys_, beta=beta,
-                      beta_anneal=cfg.get("beta_anneal", 0.0), batch=cfg["batch"], mesh=mesh)
+    try:
+        trainer = Trainer(ent.objective(cfg), _optimizer(cfg), sys_, beta=beta,
+                          beta_anneal=cfg.get("beta_anneal", 0.0), batch=cfg["batch"],
+                          mesh=mesh, chunk_size=cfg["chunk_size"] or None)
+    except ValueError as err:
+        raise OptionError(f"--chunk-size {cfg['chunk_size']}: {err}") from None
+    if cfg["memory_cap"] > 0:
+        try:
+            trainer = fit_chunk_size(trainer, model, cfg["memory_cap"] * 2**30,
+                                     key=model_key(cfg["seed"]))
+        except ValueError as err:
+            raise OptionError(f"--memory-cap {cfg['memory_cap']}: {err}") from None
+        cfg["chunk_size"] = trainer.chunk_size or 0
     exact = sys_.exact_free_energy(beta)
     report = None if ent.report is None else functools.partial(ent.report, sys_, cfg)
     pictures = None if ent.pictures is None else functools.partial(ent.pictures, sys_, cfg)

@@ -12,6 +12,7 @@ from pathlib import Path
 
 USAGE = """usage: thermax run SYSTEM [--option VALUE ...] [--out DIR]
        thermax run SYSTEM --resume DIR [--steps N]
+       thermax run SYSTEM ... --coordinator HOST:PORT --num-processes P --process-id I
        thermax sweep SYSTEM --param NAME SPEC [--option VALUE ...] --out DIR
        thermax sweep --resume DIR
        thermax report DIR
@@ -35,6 +36,15 @@ def _system_parser(name: str):
     parser = _Parser(prog=f"thermax run {name}", add_help=True, allow_abbrev=False)
     parser.add_argument("--out", type=str, default=None, help="output directory")
     parser.add_argument("--resume", type=str, default=None, help="continue the run in DIR")
+    parser.add_argument("--coordinator", type=str, default=None,
+                        help="multi-process run: HOST:PORT of process 0")
+    parser.add_argument("--num-processes", type=int, default=None,
+                        help="multi-process run: number of processes")
+    parser.add_argument("--process-id", type=int, default=None,
+                        help="multi-process run: this process's rank in [0, P)")
+    parser.add_argument("--distributed", action="store_true", default=None,
+                        help="multi-process run with coordinator, process count and rank "
+                        "read from the cluster scheduler's environment (SLURM, ...)")
     for o in entry(name).all_options():
         kwargs = {"type": o.type, "default": None, "help": f"{o.help} (default: {o.default})"}
         if o.choices is not None:
@@ -68,7 +78,16 @@ def _run(argv: list[str]) -> int:
         raise _Fail(f"unknown system {name!r}; known systems: {', '.join(SYSTEMS)}")
     args = vars(_system_parser(name).parse_args(rest))
     out, resume = args.pop("out"), args.pop("resume")
+    processes = {k: args.pop(k) for k in ("coordinator", "num_processes", "process_id",
+                                          "distributed")}
     given = {k: v for k, v in args.items() if v is not None}
+    from .train._distributed import initialize
+
+    try:
+        initialize(processes["coordinator"], processes["num_processes"],
+                   processes["process_id"], from_environment=bool(processes["distributed"]))
+    except ValueError as err:
+        raise _Fail(str(err)) from None
 
     if resume is not None:
         out_dir = Path(resume)
@@ -98,10 +117,15 @@ def _run(argv: list[str]) -> int:
     except OptionError as err:
         raise _Fail(str(err)) from None
 
+    import jax
+
     from .train import NonFiniteError, execute, format_summary
 
-    print(f"thermax run {name} -> {out_dir}  ({run.trainer.mesh.size} device(s), "
-          f"{run.config['dtype']})", file=sys.stderr)
+    writer = jax.process_index() == 0
+    procs = f", {jax.process_count()} processes" if jax.process_count() > 1 else ""
+    if writer:
+        print(f"thermax run {name} -> {out_dir}  ({run.trainer.mesh.size} device(s){procs}, "
+              f"{run.config['dtype']})", file=sys.stderr)
     from .train._loggers import close_loggers, open_loggers
 
     run_execute = getattr(run, "execute", None) or functools.partial(execute, run)
@@ -119,8 +143,9 @@ def _run(argv: list[str]) -> int:
         return 130
     finally:
         close_loggers(loggers)
-    print(summary(results))
-    print(f"results in {out_dir}/results.json")
+    if writer:
+        print(summary(results))
+        print(f"results in {out_dir}/results.json")
     return 0
 
 
