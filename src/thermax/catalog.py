@@ -53,6 +53,7 @@ class Option:
 
     @property
     def flag(self) -> str:
+        """The command-line spelling, ``--name-with-dashes``."""
         return "--" + self.name.replace("_", "-")
 
 
@@ -205,6 +206,16 @@ MCMC = (
 )
 
 
+def _score_function(cfg: dict) -> AbstractFreeEnergy:
+    """The default estimator: score function (REINFORCE) with a leave-one-out baseline."""
+    return ScoreFunctionFreeEnergy()
+
+
+def _beta_option(cfg: dict) -> float:
+    """The default inverse temperature: the ``--beta`` option."""
+    return cfg["beta"]
+
+
 @dataclasses.dataclass(frozen=True)
 class SystemEntry:
     """How ``thermax run NAME`` builds a run.
@@ -222,8 +233,8 @@ class SystemEntry:
     defaults: dict[str, Any] = dataclasses.field(default_factory=dict)
     groups: tuple[tuple[Option, ...], ...] = (CLASSICAL, SPIN_MODEL, MCMC)
     build_model: Callable[..., AbstractDistribution] | None = None
-    objective: Callable[[dict], AbstractFreeEnergy] = lambda cfg: ScoreFunctionFreeEnergy()
-    beta: Callable[[dict], float] = lambda cfg: cfg["beta"]
+    objective: Callable[[dict], AbstractFreeEnergy] = _score_function
+    beta: Callable[[dict], float] = _beta_option
     report: Callable[..., dict] | None = None
     #: ``pictures(system, cfg, out_dir, model)`` draws system-specific pictures
     pictures: Callable[..., None] | None = None
@@ -232,6 +243,8 @@ class SystemEntry:
     build_run: Callable[..., Any] | None = None
 
     def all_options(self) -> tuple[Option, ...]:
+        """The system's options, then its groups', then the common ones, with the
+        system's defaults applied."""
         opts = self.options + sum(self.groups, ()) + COMMON
         return tuple(dataclasses.replace(o, default=self.defaults.get(o.name, o.default))
                      for o in opts)
@@ -723,6 +736,8 @@ def defaults(system: str) -> dict[str, Any]:
 
 
 def entry(system: str) -> SystemEntry:
+    """The catalog entry of ``system``; :class:`OptionError` naming the known systems if
+    there is none."""
     if system not in SYSTEMS:
         raise OptionError(f"unknown system {system!r}; known systems: {', '.join(SYSTEMS)}")
     return SYSTEMS[system]

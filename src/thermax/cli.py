@@ -150,6 +150,8 @@ def _run(argv: list[str]) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Run the ``thermax`` command line on ``argv`` (default: ``sys.argv[1:]``); return the
+    exit status (0 success, 1 a run that stopped on a fault, 2 bad input)."""
     argv = sys.argv[1:] if argv is None else argv
     try:
         if not argv or argv[0] in ("-h", "--help"):

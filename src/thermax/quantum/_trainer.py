@@ -60,6 +60,7 @@ class QuantumStats(eqx.Module):
     acceptance: Float[Array, ""]
 
     def as_dict(self) -> dict[str, float]:
+        """The figures as Python floats, plus ``beta = 1/T`` (``inf`` at ``T = 0``)."""
         out = {k: float(v) for k, v in vars(self).items()}
         t = out["temperature"]
         out["beta"] = float("inf") if t == 0 else 1.0 / t

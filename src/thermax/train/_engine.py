@@ -175,6 +175,7 @@ class Trainer(eqx.Module):
         return self.replicate(state)
 
     def beta_at(self, step: Int[Array, ""]) -> Float[Array, ""]:
+        """The annealed inverse temperature used at ``step`` (:func:`annealed_beta`)."""
         return annealed_beta(self.beta, self.beta_anneal, step)
 
     def _step(self, state: TrainState) -> tuple[TrainState, FreeEnergyStats]:
@@ -239,7 +240,7 @@ def fit_chunk_size(trainer: Trainer, model: AbstractDistribution, cap_bytes: flo
             log(f"chunk size {c}: the step needs {need / 2**20:.1f} MiB per device")
         if need <= cap_bytes:
             return candidate
-        if len(tried) >= 2 and need >= tried[-2][1]:
+        if len(tried) >= 2 and need > 0.95 * tried[-2][1]:
             break  # memory no longer falls with the chunk: smaller ones will not fit
     raise ValueError(f"no chunk size fits the memory cap {cap_bytes / 2**20:.1f} MiB: "
                      + ", ".join(f"{c} needs {m / 2**20:.1f} MiB" for c, m in tried))

@@ -210,5 +210,6 @@ def _version() -> str:
 
 
 def format_summary(results: dict) -> str:
+    """The plain-text summary table printed at the end of a classical run."""
     return summary_table(results)
 
