@@ -80,6 +80,31 @@ def resumed(tmp_path_factory):
     return out, results, first, second
 
 
+@pytest.fixture(scope="module")
+def resharded(tmp_path_factory):
+    """Saved on 4 devices (stopped after the step-40 checkpoint), resumed on 1."""
+    out = tmp_path_factory.mktemp("resharded")
+    with pytest.raises(Interrupted):
+        execute(build_run("ising", OPTIONS, devices=jax.devices()), out, stop_after_step=40,
+                progress=False)
+    results = execute(build_run("ising", OPTIONS, devices=ONE_DEVICE), out, resume=True,
+                      progress=False)
+    return out, results
+
+
+def test_checkpoint_from_four_devices_resumes_on_one(reference, resharded):
+    """The checkpoint holds whole arrays, so it resumes on another device count; the run
+    ends where the uninterrupted one-device run does (up to the order of sums)."""
+    (out_1, r_1), (out_r, r_r) = reference, resharded
+    assert r_r["devices"] == 1 and r_r["steps"] == 60
+    for key in ("free_energy", "energy", "entropy", "log_z_importance"):
+        np.testing.assert_allclose(r_r[key], r_1[key], rtol=1e-6, err_msg=key)
+    p_1, _ = _final_params(out_1, ONE_DEVICE)
+    p_r, _ = _final_params(out_r, ONE_DEVICE)
+    for a, b in zip(p_1, p_r, strict=True):
+        np.testing.assert_allclose(b, a, rtol=1e-6, atol=1e-9)
+
+
 def test_variational_bound_and_accuracy(reference):
     _, r = reference
     exact, f, err = r["exact_free_energy"], r["free_energy"], r["free_energy_stderr"]

@@ -62,6 +62,8 @@ def save_checkpoint(directory: str | Path, state: eqx.Module, meta: dict, *,
     if not write:
         return path
     directory.mkdir(parents=True, exist_ok=True)
+    for stale in directory.glob("*.tmp"):  # left by a crash in an earlier write
+        stale.unlink(missing_ok=True)
     tmp = path.with_name(path.name + ".tmp")
     with open(tmp, "wb") as f:
         eqx.tree_serialise_leaves(f, host)
