@@ -277,3 +277,25 @@ def test_tensorboard_missing_is_a_clear_error(monkeypatch, tmp_path, capsys):
     err = capsys.readouterr().err
     assert "--logger 'tensorboard' needs tensorboardX" in err
     assert not out.exists()
+
+
+# --------------------------------------------------------------------- acceptance (slow)
+
+#: the settings of benchmarks/results/ising_sweep_L8 and docs/tutorials/sweeps.md
+ISING_L8_SWEEP = {"L": 8, "steps": 1500, "beta_anneal": 0.0}
+
+
+@pytest.mark.slow
+def test_ising_l8_beta_sweep_reproduces_kaufman(tmp_path):
+    """thermax sweep ising --param beta 0.1:1.0:10 --L 8: the variational F is within 1e-3
+    (relative) of Kaufman's exact finite-lattice F at every point, and above it (the
+    variational bound) within 3 standard errors (about 40 minutes on 2 CPU cores)."""
+    rows = sweep("ising", "beta", "0.1:1.0:10", ISING_L8_SWEEP, tmp_path / "sweep",
+                 progress=False, log=lambda line: None)
+    assert [r["beta"] for r in rows] == pytest.approx([0.1 * k for k in range(1, 11)])
+    for r in rows:
+        exact = ising_thermodynamics(8, r["beta"])["free_energy"]
+        assert r["exact_free_energy"] == pytest.approx(exact, rel=1e-9)
+        assert r["free_energy"] >= exact - 3 * r["free_energy_stderr"], r
+        assert abs(r["relative_error"]) < 1e-3, r
+    assert all(r["warm_start"] for r in rows[1:])

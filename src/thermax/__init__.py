@@ -20,3 +20,13 @@ if _jaxlib_version in _AFFECTED_JAXLIB:
         "kernels run concurrently (e.g. two Slater determinants over a batch of walkers); "
         "install jax/jaxlib 0.9.2 or >= 0.11.2 (pip install 'jax[cpu]==0.9.2')",
         RuntimeWarning, stacklevel=2)
+
+
+def __getattr__(name: str):
+    """``thermax.sweep`` (:func:`thermax.sweeps.sweep`), imported on first use so that
+    ``import thermax`` stays light."""
+    if name == "sweep":
+        from .sweeps import sweep
+
+        return sweep
+    raise AttributeError(f"module 'thermax' has no attribute {name!r}")

@@ -31,6 +31,10 @@ from typing import Any
 
 import numpy as np
 
+__all__ = ["COLUMNS", "SweepError", "exact_thermodynamics", "heat_capacity", "parse_spec",
+           "plot_sweep", "point_dir", "report", "sweep", "sweep_table", "sweepable",
+           "trained_model", "warm_start", "write_table"]
+
 #: The columns of ``sweep.csv`` after the parameter's own column (``sweep.json`` has the
 #: same keys per point).
 COLUMNS = ["n", "beta", "free_energy", "free_energy_stderr", "free_energy_per_site",
