@@ -445,10 +445,10 @@ def sweep_table(record: dict) -> str:
     param, rows = record["param"], record["points"]
 
     def f(x, spec="10.6f"):
-        return "-" if x is None else format(x, spec)
+        return "-".rjust(int(spec.split(".")[0])) if x is None else format(x, spec)
 
     head = (f"{record['system']} sweep of {param}: {len(rows)}/{len(record['values'])} "
-            "points (per site)")
+            "points (per site or particle: divided by n)")
     cols = f"{param:>10} {'F/n':>10} {'+-':>9} {'exact F/n':>10} {'rel.err':>10} " \
            f"{'E/n':>10} {'S/n':>10} {'C/n':>10} {'exact C/n':>10}"
     lines = [head, cols]
