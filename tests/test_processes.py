@@ -129,3 +129,36 @@ def test_two_processes_match_one(reference, tmp_path):
                 "log_z_importance"):
         np.testing.assert_allclose(two[key], one[key], rtol=1e-9, err_msg=key)
     assert two["steps"] == one["steps"] == 150
+
+
+@pytest.mark.slow
+def test_two_processes_quantum_dot_match_one_process_with_two_devices(tmp_path):
+    """Quantum walkers sharded over two processes (gathered for checkpoints and plots):
+    the same figures as one process with two devices."""
+    options = ["--n-up", "1", "--n-down", "1", "--temperature", "0.5", "--flow", "backflow",
+               "--flow-layers", "1", "--flow-width", "4", "--occupation-net", "made",
+               "--occupation-width", "4", "--pretrain-steps", "10", "--emax", "3",
+               "--steps", "6", "--batch", "8", "--eval-batch", "16", "--sweeps", "2",
+               "--burn-in", "4", "--checkpoint-every", "3"]
+
+    def start(args, env, log):
+        with open(log, "a") as f:
+            proc = subprocess.Popen([sys.executable, "-m", "thermax.cli", "run", "quantum-dot",
+                                     *args], env=env, stdout=f, stderr=subprocess.STDOUT)
+        proc.log = log
+        return proc
+
+    env = _env(tmp_path / "cache")
+    port = _free_port()
+    procs = [start([*options, "--out", str(tmp_path / "two"), "--coordinator",
+                    f"localhost:{port}", "--num-processes", "2", "--process-id", str(i)],
+                   env, tmp_path / f"log{i}") for i in range(2)]
+    for p in procs:
+        _finish(p)
+    env_one = {**env, "XLA_FLAGS": env["XLA_FLAGS"]
+               + " --xla_force_host_platform_device_count=2"}
+    _finish(start([*options, "--out", str(tmp_path / "one")], env_one, tmp_path / "log"))
+    two, one = _results(tmp_path / "two"), _results(tmp_path / "one")
+    assert two["processes"] == 2 and one["processes"] == 1 and two["devices"] == 2
+    for key in ("free_energy", "energy", "entropy", "acceptance"):
+        np.testing.assert_allclose(two[key], one[key], rtol=1e-9, err_msg=key)

@@ -131,9 +131,10 @@ def execute_quantum(run: QuantumRun, out_dir: str | Path, *, resume: bool = Fals
     }
     if run.report is not None:
         results.update(run.report(results))
+    local = local_copy(state)  # a collective: every process takes part
     if writer:
         write_json(out / "results.json", results)
-        _plots(out, run, local_copy(state), history, results)
+        _plots(out, run, local, history, results)
     return results
 
 

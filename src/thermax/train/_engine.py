@@ -39,6 +39,9 @@ def put_global(x: Array, sharding: NamedSharding) -> Array:
         # an explicit copy first: device_put(may_alias=False) of a 0-d array onto a
         # replicated sharding was seen to keep the caller's buffer as one shard
         return jax.device_put(jnp.array(x, copy=True), sharding)
+    if isinstance(x, jax.Array) and not x.is_fully_addressable:
+        # already spread over processes: move it between layouts on the devices
+        return jax.jit(lambda a: a, out_shardings=sharding)(x)
     host = np.asarray(x)
     return jax.make_array_from_callback(host.shape, sharding, lambda index: host[index])
 

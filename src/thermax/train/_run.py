@@ -143,9 +143,10 @@ def execute(run: Run, out_dir: str | Path, *, resume: bool = False,
     }
     if run.report is not None:
         results.update(run.report(results, model=state.model))
+    local = local_copy(state)  # a collective: every process takes part
     if writer:
         write_json(out / "results.json", results)
-        _plots(out, run, local_copy(state), history, exact, results)
+        _plots(out, run, local, history, exact, results)
     return results
 
 
