@@ -113,3 +113,16 @@ def test_memory_cap_chooses_chunks_and_gives_the_same_run():
 
     with pytest.raises(OptionError, match="no chunk size fits the memory cap"):
         build_run("ising", {**options, "batch": 8, "memory_cap": 1e-9}, devices=devices)
+
+
+def test_evaluation_in_chunks_draws_the_same_samples():
+    from thermax.train import make_mesh, sample_energies
+
+    run = build_run("ising", {"L": 3, "net": "made", "depth": 1, "width": 2,
+                              "dtype": "float64", "batch": 16, "beta": 0.4})
+    args = dict(key=jax.random.key(9), n_samples=40, chunk=16, mesh=make_mesh())
+    e_1, lp_1 = sample_energies(run.model, run.system, **args)
+    e_c, lp_c = sample_energies(run.model, run.system, chunk_size=4, **args)
+    assert e_1.shape == (40,)
+    np.testing.assert_array_equal(np.asarray(e_c), np.asarray(e_1))
+    np.testing.assert_allclose(np.asarray(lp_c), np.asarray(lp_1), rtol=1e-12)

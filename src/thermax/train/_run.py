@@ -118,7 +118,8 @@ def execute(run: Run, out_dir: str | Path, *, resume: bool = False,
     beta = float(cfg["beta"]) if "beta" in cfg else float(trainer.beta)
     # a Hutchinson divergence trains with a noisy ln p; evaluate with the exact one
     figures = evaluate(exact_log_det(state.model), run.system, beta, key=k_eval,
-                       n_samples=int(cfg["eval_batch"]), chunk=trainer.batch, mesh=trainer.mesh)
+                       n_samples=int(cfg["eval_batch"]), chunk=trainer.batch, mesh=trainer.mesh,
+                       chunk_size=trainer.chunk_size)
     if int(cfg.get("mcmc_steps", 0)) > 0:
         # the acceptance ratio needs the exact ln p (a Hutchinson ln p would bias it)
         figures.update(_neural_mcmc(exact_log_det(state.model), run.system, beta, cfg,
