@@ -131,6 +131,12 @@ def test_tiny_sweep(tiny_sweep, capsys):
 
     run3, run5 = (build_run("ising", {**TINY, "beta": b}) for b in (0.3, 0.5))
     first = trained_model(run3.model, point_dir(out, "beta", 0.3))
+    from thermax.train import load_checkpoint  # the model part of the full checkpoint
+
+    state, _ = load_checkpoint(point_dir(out, "beta", 0.3) / "checkpoint",
+                               run3.trainer.init(run3.model, key=jax.random.key(0)))
+    for a, b in zip(jax.tree.leaves(first), jax.tree.leaves(state.model), strict=True):
+        np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
     warm, carried = warm_start(run5.model, run3.model, first)
     assert carried
     for a, b in zip(jax.tree.leaves(warm), jax.tree.leaves(first), strict=True):

@@ -216,7 +216,8 @@ def heat_capacity(run, run_dir: str | Path) -> tuple[float | None, float | None]
     model = exact_log_det(trained_model(run.model, run_dir))
     energy, _ = sample_energies(model, run.system, key=_seed_keys(cfg["seed"])[2],
                                 n_samples=int(cfg["eval_batch"]), chunk=run.trainer.batch,
-                                mesh=run.trainer.mesh)
+                                mesh=run.trainer.mesh,
+                                chunk_size=getattr(run.trainer, "chunk_size", None))
     e = np.asarray(energy, dtype=np.float64)
     d = e - e.mean()
     var = float(np.mean(d ** 2))
