@@ -138,3 +138,24 @@ def eqx_replace_fault(trainer, fault):
     import equinox as eqx
 
     return eqx.tree_at(lambda t: t.fault, trainer, fault, is_leaf=lambda x: x is None)
+
+
+def test_quantum_checkpoint_from_four_devices_resumes_on_one(tmp_path):
+    """Walkers saved split over 4 devices resume on 1 (the checkpoint holds them whole)
+    and the run ends where an uninterrupted one-device run does."""
+    from thermax.train import Interrupted
+
+    options = {"n_up": 2, "n_down": 0, "temperature": 1.0, "flow": "identity", "emax": 3.0,
+               "occupation_net": "made", "occupation_width": 4, "pretrain_steps": 0,
+               "steps": 4, "batch": 8, "eval_batch": 16, "sweeps": 2, "burn_in": 4,
+               "checkpoint_every": 2}
+    with pytest.raises(Interrupted):
+        build_run("quantum-dot", options).execute(tmp_path / "r", stop_after_step=2,
+                                                  progress=False)
+    resumed = build_run("quantum-dot", options, devices=ONE).execute(
+        tmp_path / "r", resume=True, progress=False)
+    whole = build_run("quantum-dot", options, devices=ONE).execute(tmp_path / "w",
+                                                                   progress=False)
+    assert resumed["devices"] == 1 and resumed["steps"] == 4
+    for key in ("free_energy", "energy", "entropy", "acceptance"):
+        np.testing.assert_allclose(resumed[key], whole[key], rtol=1e-8, err_msg=key)
