@@ -38,8 +38,12 @@ def initialize(coordinator: str | None = None, num_processes: int | None = None,
         if num_processes < 1 or not 0 <= process_id < num_processes:
             raise ValueError(f"--process-id must be in [0, {num_processes}) and "
                              f"--num-processes >= 1; got {process_id} of {num_processes}")
-    # CPU devices of different processes talk through Gloo (no effect on GPUs)
-    jax.config.update("jax_cpu_collectives_implementation", "gloo")
+    # CPU devices of different processes talk through Gloo (no effect on GPUs); a JAX
+    # without the option has its own default
+    try:
+        jax.config.update("jax_cpu_collectives_implementation", "gloo")
+    except (AttributeError, KeyError, ValueError):
+        pass
     if coordinator is None:
         jax.distributed.initialize()
     else:
