@@ -162,3 +162,20 @@ def test_two_processes_quantum_dot_match_one_process_with_two_devices(tmp_path):
     assert two["processes"] == 2 and one["processes"] == 1 and two["devices"] == 2
     for key in ("free_energy", "energy", "entropy", "acceptance"):
         np.testing.assert_allclose(two[key], one[key], rtol=1e-9, err_msg=key)
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--coordinator", "nohost"], "--coordinator must be HOST:PORT, got 'nohost'"),
+    (["--coordinator", "localhost:1"], "--coordinator needs --num-processes P and "
+                                       "--process-id I"),
+    (["--num-processes", "2"], "--num-processes and --process-id need --coordinator"),
+    (["--coordinator", "localhost:1", "--num-processes", "2", "--process-id", "2"],
+     "--process-id must be in [0, 2)"),
+])
+def test_bad_process_options_are_one_clear_error(tmp_path, capsys, argv, message):
+    from thermax.cli import main
+
+    assert main(["run", "ising", *argv, "--out", str(tmp_path / "x")]) == 2
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("thermax: error: ") and message in lines[0]
+    assert not (tmp_path / "x").exists()
