@@ -121,6 +121,7 @@ def train_loop(trainer, state, *, settings: LoopSettings, ckpt_dir: Path, histor
                             f"{what}; restored the checkpoint at {last} "
                             f"{settings.max_in_a_row} times already; stopped with it intact")
                     state = _restore(trainer, state, ckpt_dir)
+                    history.truncate(int(state.step))
                     action = (f"restored the checkpoint at {last}, learning rate x{LR_FACTOR} "
                               f"(now x{float(state.guard.lr_scale):g})")
                     bar.n = int(state.step)

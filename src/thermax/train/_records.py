@@ -33,6 +33,19 @@ class History:
             writer.writeheader()
             writer.writerows(rows)
 
+    def truncate(self, step: int) -> None:
+        """Drop the rows after ``step`` (a run restored to a checkpoint redoes them)."""
+        if not self.write:
+            return
+        with open(self.path, newline="") as f:
+            rows = [r for r in csv.DictReader(f) if int(r["step"]) <= step]
+        tmp = self.path.with_name(self.path.name + ".tmp")
+        with open(tmp, "w", newline="") as f:
+            writer = csv.DictWriter(f, self.fields)
+            writer.writeheader()
+            writer.writerows(rows)
+        os.replace(tmp, self.path)
+
     def append(self, row: dict) -> None:
         """Add one row (the keys of ``fields`` taken from ``row``) and flush it."""
         if not self.write:
