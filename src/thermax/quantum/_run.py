@@ -6,7 +6,6 @@ the Metropolis acceptance), ``checkpoint/`` (model, optimiser state, walkers, st
 """
 
 import dataclasses
-import json
 import math
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -17,10 +16,9 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from ..train._checkpoint import load_checkpoint, read_checkpoint_meta
-from ..train._loop import LoopSettings, is_writer, local_copy, train_loop, wall_clock
+from ..train._loop import local_copy, train_loop
 from ..train._records import History, plot_history, write_json
-from ..train._run import _seed_keys, _version
+from ..train._run import _version, begin_run, model_key
 from ._density_matrix import DensityMatrix
 from ._hamiltonian import AbstractQuantumSystem
 from ._trainer import QuantumTrainer, QuantumTrainState
@@ -72,37 +70,21 @@ def execute_quantum(run: QuantumRun, out_dir: str | Path, *, resume: bool = Fals
     :class:`~thermax.train.Interrupted`) once that step is done and checkpointed.
     """
     cfg = run.config
-    settings = LoopSettings.from_config(cfg)
-    out = Path(out_dir)
-    ckpt_dir = out / "checkpoint"
-    writer = is_writer()
-    if writer:
-        out.mkdir(parents=True, exist_ok=True)
-        (out / "config.json").write_text(
-            json.dumps({"system": run.system_name, "config": cfg}, indent=2) + "\n")
-    _, k_train, k_eval = _seed_keys(cfg["seed"])
     trainer = run.trainer
-    state = trainer.init(run.model, key=k_train)
-    wall_before, resume_step = 0.0, None
-    if resume and read_checkpoint_meta(ckpt_dir) is not None:
-        state, meta = load_checkpoint(ckpt_dir, state)
-        state = trainer.place(state)
-        wall_before, resume_step = float(meta.get("wall_time_s", 0.0)), int(state.step)
-    history = History(out / "history.csv", resume_step=resume_step,
-                      fields=QUANTUM_HISTORY_FIELDS, write=writer)
-    wall = wall_clock(wall_before)
+    start = begin_run(run, out_dir, resume=resume, fields=QUANTUM_HISTORY_FIELDS)
+    state, history, wall, out = start.state, start.history, start.wall, start.out
 
     def postfix(row: dict) -> str:
         return (f"F={row['free_energy']:.5f}±{row['free_energy_stderr']:.5f}"
                 f" acc={row['acceptance']:.2f}")
 
-    state, faults = train_loop(trainer, state, settings=settings, ckpt_dir=ckpt_dir,
-                               history=history, name=run.system_name, wall=wall,
-                               postfix=postfix, progress=progress,
+    state, faults = train_loop(trainer, state, settings=start.settings,
+                               ckpt_dir=start.ckpt_dir, history=history, name=run.system_name,
+                               wall=wall, postfix=postfix, progress=progress,
                                stop_after_step=stop_after_step, loggers=loggers)
     n = run.system.n
 
-    figures = trainer.evaluate(state, key=k_eval, n_samples=int(cfg["eval_batch"]))
+    figures = trainer.evaluate(state, key=start.k_eval, n_samples=int(cfg["eval_batch"]))
     exact = run.exact_free_energy
     temperature = float(trainer.temperature)
     results = {
@@ -132,7 +114,7 @@ def execute_quantum(run: QuantumRun, out_dir: str | Path, *, resume: bool = Fals
     if run.report is not None:
         results.update(run.report(results))
     local = local_copy(state)  # a collective: every process takes part
-    if writer:
+    if start.writer:
         write_json(out / "results.json", results)
         _plots(out, run, local, history, results)
     return results
@@ -324,7 +306,7 @@ def build_quantum_dot(cfg: dict, mesh) -> QuantumRun:
                          f"under --emax {cfg['emax']} (energies up to {cfg['emax']}); raise "
                          "--emax")
     system = QuantumDot(n_up, n_down, omega, coulomb=cfg["coulomb"])
-    k_flow, k_occ = jax.random.split(_seed_keys(cfg["seed"])[0])
+    k_flow, k_occ = jax.random.split(model_key(cfg["seed"]))
     flow = _flow(cfg, n_up + n_down, 2, key=k_flow, dtype=dtype)
     wavefunction = FlowSlater(basis, flow, n_up, n_down)
     levels = basis.energies

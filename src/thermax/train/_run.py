@@ -64,6 +64,50 @@ def _seed_keys(seed: int):
     return k_model, k_train, k_eval
 
 
+@dataclasses.dataclass
+class RunStart:
+    """What a run driver holds once :func:`begin_run` has set a run up: the state (fresh,
+    or resumed from the newest checkpoint and placed on the trainer's mesh), the history,
+    the wall clock (time before a resume included), the loop settings, the checkpoint
+    directory, whether this process writes files, and the evaluation key."""
+
+    out: Path
+    ckpt_dir: Path
+    writer: bool
+    settings: LoopSettings
+    state: Any
+    history: History
+    wall: Callable[[], float]
+    k_eval: Any
+
+
+def begin_run(run, out_dir: str | Path, *, resume: bool,
+              fields: list[str] | None = None) -> RunStart:
+    """Set up a run in ``out_dir``, for any run with ``config``, ``system_name``,
+    ``trainer`` (``init``/``place``) and ``model``: write ``config.json`` (process 0),
+    initialise the state from the seed, or with ``resume`` load the newest checkpoint
+    onto the trainer's mesh and trim ``history.csv`` (columns ``fields``) to it."""
+    cfg = run.config
+    out = Path(out_dir)
+    ckpt_dir = out / "checkpoint"
+    writer = is_writer()
+    if writer:
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "config.json").write_text(
+            json.dumps({"system": run.system_name, "config": cfg}, indent=2) + "\n")
+    _, k_train, k_eval = _seed_keys(cfg["seed"])
+    state = run.trainer.init(run.model, key=k_train)
+    wall_before, resume_step = 0.0, None
+    if resume and read_checkpoint_meta(ckpt_dir) is not None:
+        state, meta = load_checkpoint(ckpt_dir, state)
+        state = run.trainer.place(state)
+        wall_before, resume_step = float(meta.get("wall_time_s", 0.0)), int(state.step)
+    history = History(out / "history.csv", resume_step=resume_step, fields=fields,
+                      write=writer)
+    return RunStart(out, ckpt_dir, writer, LoopSettings.from_config(cfg), state, history,
+                    wall_clock(wall_before), k_eval)
+
+
 def model_key(seed: int):
     """The key a run initialises its model with."""
     return _seed_keys(seed)[0]
@@ -83,47 +127,29 @@ def execute(run: Run, out_dir: str | Path, *, resume: bool = False,
     checkpoints are kept (:class:`~thermax.train.LoopSettings`).
     """
     cfg = run.config
-    settings = LoopSettings.from_config(cfg)
-    out = Path(out_dir)
-    ckpt_dir = out / "checkpoint"
-    writer = is_writer()
-    if writer:
-        out.mkdir(parents=True, exist_ok=True)
-        (out / "config.json").write_text(
-            json.dumps({"system": run.system_name, "config": cfg}, indent=2) + "\n")
-
-    _, k_train, k_eval = _seed_keys(cfg["seed"])
     trainer = run.trainer
-    state = trainer.init(run.model, key=k_train)
-    wall_before = 0.0
-    resume_step = None
-    if resume and read_checkpoint_meta(ckpt_dir) is not None:
-        state, meta = load_checkpoint(ckpt_dir, state)
-        state = trainer.place(state)
-        wall_before = float(meta.get("wall_time_s", 0.0))
-        resume_step = int(state.step)
-    history = History(out / "history.csv", resume_step=resume_step, write=writer)
-    wall = wall_clock(wall_before)
+    start = begin_run(run, out_dir, resume=resume)
+    state, history, wall, out = start.state, start.history, start.wall, start.out
     n = run.system.n
 
     def postfix(row: dict) -> str:
         return (f"F/n={row['free_energy'] / n:.5f}±{row['free_energy_stderr'] / n:.5f}"
                 f" beta={row['beta']:.4f}")
 
-    state, faults = train_loop(trainer, state, settings=settings, ckpt_dir=ckpt_dir,
-                               history=history, name=run.system_name, wall=wall,
-                               postfix=postfix, progress=progress,
+    state, faults = train_loop(trainer, state, settings=start.settings,
+                               ckpt_dir=start.ckpt_dir, history=history, name=run.system_name,
+                               wall=wall, postfix=postfix, progress=progress,
                                stop_after_step=stop_after_step, loggers=loggers)
 
     beta = float(cfg["beta"]) if "beta" in cfg else float(trainer.beta)
     # a Hutchinson divergence trains with a noisy ln p; evaluate with the exact one
-    figures = evaluate(exact_log_det(state.model), run.system, beta, key=k_eval,
+    figures = evaluate(exact_log_det(state.model), run.system, beta, key=start.k_eval,
                        n_samples=int(cfg["eval_batch"]), chunk=trainer.batch, mesh=trainer.mesh,
                        chunk_size=trainer.chunk_size)
     if int(cfg.get("mcmc_steps", 0)) > 0:
         # the acceptance ratio needs the exact ln p (a Hutchinson ln p would bias it)
         figures.update(_neural_mcmc(exact_log_det(state.model), run.system, beta, cfg,
-                                    key=k_eval))
+                                    key=start.k_eval))
     exact = run.exact_free_energy
     results = {
         "system": run.system_name,
@@ -145,7 +171,7 @@ def execute(run: Run, out_dir: str | Path, *, resume: bool = False,
     if run.report is not None:
         results.update(run.report(results, model=state.model))
     local = local_copy(state)  # a collective: every process takes part
-    if writer:
+    if start.writer:
         write_json(out / "results.json", results)
         _plots(out, run, local, history, exact, results)
     return results
