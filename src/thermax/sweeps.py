@@ -198,32 +198,15 @@ def warm_start(fresh, previous_fresh, previous_trained):
 # ---------------------------------------------------------------------------- figures
 
 
-def heat_capacity(run, run_dir: str | Path) -> tuple[float | None, float | None]:
-    """``C = beta^2 Var_p(E)`` and its standard error from the energies of the final
-    evaluation samples of a finished classical run (the same keys as its evaluation).
+def heat_capacity(results: dict) -> tuple[float | None, float | None]:
+    """``C = beta^2 Var_p(E)`` and its standard error, as the final evaluation of a run
+    computed them from its samples (``results.json``); ``(None, None)`` where a run has
+    none (quantum runs).
 
     The variance is over the model's samples, so ``C`` is the model's estimate (exact when
-    the model is the Boltzmann distribution). ``(None, None)`` for quantum runs.
+    the model is the Boltzmann distribution).
     """
-    from .bijections import exact_log_det
-    from .train import sample_energies
-    from .train._run import _seed_keys
-
-    if getattr(run, "execute", None) is not None:  # a quantum run
-        return None, None
-    cfg = run.config
-    beta = float(cfg["beta"]) if "beta" in cfg else float(run.trainer.beta)
-    model = exact_log_det(trained_model(run.model, run_dir))
-    energy, _ = sample_energies(model, run.system, key=_seed_keys(cfg["seed"])[2],
-                                n_samples=int(cfg["eval_batch"]), chunk=run.trainer.batch,
-                                mesh=run.trainer.mesh,
-                                chunk_size=getattr(run.trainer, "chunk_size", None))
-    e = np.asarray(energy, dtype=np.float64)
-    d = e - e.mean()
-    var = float(np.mean(d ** 2))
-    m4 = float(np.mean(d ** 4))
-    var_err = math.sqrt(max(m4 - var ** 2, 0.0) / len(e))
-    return beta ** 2 * var, beta ** 2 * var_err
+    return results.get("heat_capacity"), results.get("heat_capacity_stderr")
 
 
 def exact_thermodynamics(system: str, cfg: dict) -> dict[str, float] | None:
@@ -376,7 +359,7 @@ def sweep(system: str | None, param: str | None, values: Sequence[float | int] |
             log(f"{label}: {'resuming' if has_ckpt else 'training'} in {d}"
                 + (" (warm start)" if warm_used and not has_ckpt else ""))
             results = _execute(run, d, resume=has_ckpt, progress=progress)
-        c, c_err = heat_capacity(run, d)
+        c, c_err = heat_capacity(results)
         if warm_used is None:
             warm_used = _saved_warm(d)
         rows.append(_row(param, value, results, exact_thermodynamics(system, run.config),

@@ -7,6 +7,7 @@ device, interrupted twice and resumed each time with a freshly built run).
 
 import csv
 import json
+import math
 
 import equinox as eqx
 import jax
@@ -186,6 +187,12 @@ def test_run_records(reference):
     assert r["relative_error"] == (r["free_energy"] - r["exact_free_energy"]) / abs(
         r["exact_free_energy"])
     assert r["n"] == 9
+    # heat capacity beta^2 Var(E) from the evaluation samples; energy_stderr is
+    # sqrt(Var_{ddof=1} / n), so beta^2 Var_{ddof=0} = beta^2 stderr^2 (n - 1)
+    n_eval = OPTIONS["eval_batch"]
+    assert r["heat_capacity"] > 0 and r["heat_capacity_stderr"] > 0
+    assert math.isclose(r["heat_capacity"],
+                        r["beta"] ** 2 * r["energy_stderr"] ** 2 * (n_eval - 1), rel_tol=1e-9)
 
 
 def test_execute_does_not_consume_the_run(tmp_path):

@@ -45,14 +45,22 @@ def sample_energies(model: AbstractDistribution, system: AbstractSystem, *, key:
 def evaluate(model: AbstractDistribution, system: AbstractSystem, beta: float, *,
              key: PRNGKeyArray, n_samples: int, chunk: int, mesh: Mesh,
              chunk_size: int | None = None) -> dict[str, float]:
-    """F, E, S (with standard errors), importance-weighted ``ln Z`` and the ESS fraction
-    (samples drawn ``chunk`` at a time, each ``chunk`` in pieces of ``chunk_size``)."""
+    """F, E, S (with standard errors), importance-weighted ``ln Z``, the ESS fraction and
+    the heat capacity ``C = beta^2 Var_p(E)`` with its standard error (samples drawn
+    ``chunk`` at a time, each ``chunk`` in pieces of ``chunk_size``)."""
     energy, log_prob = sample_energies(model, system, key=key, n_samples=n_samples,
                                        chunk=chunk, mesh=mesh, chunk_size=chunk_size)
     beta_arr: Float[Array, ""] = jnp.asarray(beta, energy.dtype)
     stats = FreeEnergyStats.from_samples(energy, log_prob, beta_arr).as_dict()
     imp = ImportanceStats.from_samples(energy, log_prob, beta_arr).as_dict()
     stats.pop("beta")
+    # heat capacity C = beta^2 Var_p(E) from the same samples; its standard error from
+    # the fourth central moment
+    d = energy - jnp.mean(energy)
+    var, m4 = jnp.mean(d**2), jnp.mean(d**4)
+    var_err = jnp.sqrt(jnp.maximum(m4 - var**2, 0.0) / energy.shape[0])
     return {**stats, "log_z_importance": imp["log_z"],
             "log_z_importance_stderr": imp["log_z_stderr"],
-            "ess_fraction": imp["ess_fraction"]}
+            "ess_fraction": imp["ess_fraction"],
+            "heat_capacity": float(beta_arr**2 * var),
+            "heat_capacity_stderr": float(beta_arr**2 * var_err)}
