@@ -23,6 +23,12 @@ BAD = {
                              "give --temperature or --beta, not both"),
     "unknown laplacian": (["--laplacian", "hessian"], "invalid choice: 'hessian'"),
     "unknown flow": (["--flow", "realnvp"], "invalid choice: 'realnvp'"),
+    "jastrow at T > 0": (["--jastrow", "pade", "--temperature", "0.5"],
+                         "--jastrow pade is for the ground state"),
+    "weight decay with sr": (["--optimizer", "sr", "--weight-decay", "1e-3"],
+                             "--weight-decay 0.001 is an Adam L2 penalty"),
+    "negative jastrow width": (["--jastrow", "pade", "--jastrow-width", "-1"],
+                               "--jastrow-width -1 must be >= 0"),
 }
 
 

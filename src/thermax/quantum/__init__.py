@@ -25,6 +25,7 @@ from ._electron_gas import (
 )
 from ._ewald import EwaldSum
 from ._hamiltonian import AbstractQuantumSystem, QuantumDot
+from ._jastrow import Jastrow
 from ._laplacian import (
     AbstractLaplacian,
     ForwardLaplacian,
@@ -54,7 +55,7 @@ from ._wavefunction import (
 __all__ = ["CGSR", "SR", "AbstractBasis", "AbstractLaplacian", "AbstractOccupations",
            "AbstractQuantumSystem", "AbstractSRSolver", "AbstractWavefunction", "DenseSR",
            "DensityMatrix", "FixedOccupation", "FlowSlater", "ForwardLaplacian",
-           "HutchinsonLaplacian", "LoopLaplacian", "MinSR", "OscillatorBasis2D",
+           "HutchinsonLaplacian", "Jastrow", "LoopLaplacian", "MinSR", "OscillatorBasis2D",
            "QuantumDot", "QuantumRun", "QuantumStats", "QuantumTrainState", "QuantumTrainer",
            "SRState", "SpinOccupations", "WalkerState", "adapt_width", "build_quantum_dot",
            "execute_quantum", "hermite_functions", "init_walkers", "join_occupation",

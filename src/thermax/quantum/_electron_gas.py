@@ -190,6 +190,7 @@ def build_electron_gas(cfg: dict, mesh):
                                       width=cfg["flow_width"], depth=cfg["flow_depth"],
                                       key=k_flow, dtype=dtype)
     wavefunction = FlowSlater(basis, flow, n, 0)
+    optimizer = quantum_optimizer({**cfg, "temperature": temperature})   # checks first
     levels = basis.energies
     pretrain_kl: list[float] = []
     beta = math.inf if temperature == 0 else 1.0 / temperature
@@ -199,7 +200,6 @@ def build_electron_gas(cfg: dict, mesh):
         occupations, pretrain_kl = _occupation_model(cfg, levels, n, 0, beta, key=k_occ,
                                                      dtype=dtype)
     model = DensityMatrix(occupations, wavefunction)
-    optimizer = quantum_optimizer({**cfg, "temperature": temperature})
     trainer = QuantumTrainer(system, optimizer, quantum_laplacian(cfg),
                              temperature=temperature, batch=cfg["batch"], sweeps=cfg["sweeps"],
                              burn_in=cfg["burn_in"], width=0.1 * system.box_length / n**0.5,

@@ -207,12 +207,17 @@ def quantum_optimizer(cfg: dict):
     lr = (cfg["lr"] if cfg["lr_schedule"] == "constant"
           else optax.cosine_decay_schedule(cfg["lr"], max(1, cfg["steps"]), cfg["lr_final"]))
     if cfg["optimizer"] == "sr":
+        if cfg.get("weight_decay", 0.0) > 0:
+            raise ValueError(f"--weight-decay {cfg['weight_decay']} is an Adam L2 penalty; "
+                             "with --optimizer sr use --sr-damping (or --optimizer adam)")
         blocks = ("psi",) if cfg["temperature"] == 0 else ("p", "psi")
         if cfg["flow"] == "identity":
             blocks = tuple(b for b in blocks if b != "psi") or ("p",)
         return SR(MinSR(), damping=cfg["sr_damping"], learning_rate=lr,
                   max_norm=cfg["sr_max_norm"] or None, blocks=blocks)
     chain = [optax.clip_by_global_norm(cfg["clip_grad"])] if cfg["clip_grad"] > 0 else []
+    if cfg.get("weight_decay", 0.0) > 0:
+        chain.append(optax.add_decayed_weights(cfg["weight_decay"]))
     return optax.chain(*chain, optax.adam(lr))
 
 
@@ -280,6 +285,7 @@ def build_quantum_dot(cfg: dict, mesh) -> QuantumRun:
     from ._basis import OscillatorBasis2D
     from ._density_matrix import FixedOccupation
     from ._hamiltonian import QuantumDot
+    from ._jastrow import Jastrow
     from ._wavefunction import FlowSlater
 
     dtype = jnp.dtype(cfg["dtype"])
@@ -309,6 +315,17 @@ def build_quantum_dot(cfg: dict, mesh) -> QuantumRun:
     k_flow, k_occ = jax.random.split(model_key(cfg["seed"]))
     flow = _flow(cfg, n_up + n_down, 2, key=k_flow, dtype=dtype)
     wavefunction = FlowSlater(basis, flow, n_up, n_down)
+    if cfg["jastrow"] != "none":
+        if temperature > 0:
+            raise ValueError(f"--jastrow {cfg['jastrow']} is for the ground state "
+                             f"(--temperature 0), got --temperature {temperature:g}: a "
+                             "Jastrow factor makes the states Psi_K non-orthonormal, so "
+                             "rho = sum_K p(K)|Psi_K><Psi_K| would not have entropy "
+                             "-sum p ln p; use --jastrow none at T > 0")
+        wavefunction = Jastrow(wavefunction, coulomb=cfg["coulomb"],
+                               width=cfg["jastrow_width"],
+                               key=jax.random.fold_in(k_flow, 1), dtype=dtype)
+    optimizer = quantum_optimizer(cfg)   # its checks come before the pretraining
     levels = basis.energies
     pretrain_kl = []
     if temperature == 0:
@@ -317,7 +334,7 @@ def build_quantum_dot(cfg: dict, mesh) -> QuantumRun:
         occupations, pretrain_kl = _occupation_model(cfg, levels, n_up, n_down,
                                                      1.0 / temperature, key=k_occ, dtype=dtype)
     model = DensityMatrix(occupations, wavefunction)
-    trainer = QuantumTrainer(system, quantum_optimizer(cfg), quantum_laplacian(cfg),
+    trainer = QuantumTrainer(system, optimizer, quantum_laplacian(cfg),
                              temperature=temperature, batch=cfg["batch"], sweeps=cfg["sweeps"],
                              burn_in=cfg["burn_in"], clip=cfg["clip_eloc"] or None, mesh=mesh,
                              chunk_size=cfg["chunk_size"] or None)
