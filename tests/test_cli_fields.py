@@ -28,6 +28,10 @@ BAD = {
     "phi4 has no beta": (["run", "phi4", "--beta", "1"], "unrecognized arguments"),
     "bad flow": (["run", "phi4", "--flow", "glow"], "invalid choice"),
     "bad estimator": (["run", "phi4", "--estimator", "reinforce"], "invalid choice"),
+    "bad potential init": (["run", "ising-relaxed", "--flow", "monge-ampere",
+                            "--potential-init", "zero"], "invalid choice"),
+    "negative weight decay": (["run", "phi4", "--weight-decay", "-1"],
+                              "--weight-decay -1.0 must be >= 0"),
 }
 
 
@@ -87,3 +91,23 @@ def test_phi4_realnvp_run(tmp_path):
     assert r["exact_free_energy"] is None  # no tabulated reference for L = 4
     assert r["relative_error"] is None and r["reference_free_energy_stderr"] is None
     assert np.isfinite(r["free_energy"]) and (out_dir / "samples.png").is_file()
+
+
+def test_weight_decay_is_adam_with_l2():
+    """--weight-decay adds wd * params to the gradient before Adam (PyTorch's Adam
+    weight_decay): with a zero gradient the first step is -lr * sign(params)."""
+    import jax
+    import jax.numpy as jnp
+
+    from thermax.catalog import build_run
+
+    params = {"w": jnp.array([2.0, -0.5, 0.25])}
+    zero = jax.tree.map(jnp.zeros_like, params)
+    steps = {}
+    for wd in (0.0, 0.1):
+        run = build_run("phi4", {"L": 4, "coupling_layers": 2, "hidden_width": 2,
+                                 "hidden_depth": 1, "lr": 0.01, "weight_decay": wd})
+        opt = run.trainer.optimizer
+        steps[wd], _ = opt.update(zero, opt.init(params), params)
+    np.testing.assert_allclose(steps[0.0]["w"], 0.0)
+    np.testing.assert_allclose(steps[0.1]["w"], -0.01 * np.sign(params["w"]), rtol=1e-5)

@@ -91,6 +91,9 @@ COMMON = (
            check=lambda x: None if 0 <= x <= 1 else "must be in [0, 1]"),
     Option("clip_grad", float, 0.0, "clip the gradient's global norm (0: off)",
            check=_non_negative),
+    Option("weight_decay", float, 0.0, "Adam: L2 penalty, weight_decay x params added to "
+           "the gradient before Adam (PyTorch's Adam weight_decay, not AdamW) (0: off)",
+           check=_non_negative),
     Option("seed", int, 0, "random seed (model, training and evaluation)"),
     Option("dtype", str, "float32", "floating-point precision", choices=("float32", "float64")),
     Option("log_every", int, 10, "write a history row every this many steps", check=_positive),
@@ -154,6 +157,10 @@ FLOW_MODEL = (
     Option("potential", str, "dense", "monge-ampere: the one-hidden-layer potential, dense "
            "(the paper's) or translation-invariant (averaged over lattice translations, by FFT)",
            choices=("dense", "translation")),
+    Option("potential_init", str, "identity", "monge-ampere: initial potential, identity "
+           "(zero output weights: the flow starts as the identity) or uniform (every layer "
+           "uniform in +-1/sqrt(fan-in), PyTorch's default as in the original code: a small "
+           "random map, which trains faster)", choices=("identity", "uniform")),
     Option("symmetrize", str, "none", "monge-ampere: conjugate the field at every evaluation "
            "by a random lattice translation and transpose, as the original code's -symmetrize "
            "(random), or not (none)", choices=("none", "random")),
@@ -341,7 +348,7 @@ def _monge_ampere_lattice(system: AbstractSystem, cfg: dict, *, key) -> Abstract
     make = {"dense": OneHiddenLayerPotential,
             "translation": TranslationInvariantPotential}[cfg["potential"]]
     potential = make(system.shape, hidden=cfg["potential_width"], z2=bool(cfg["z2"]),
-                     key=key, dtype=dtype)
+                     key=key, dtype=dtype, init=cfg["potential_init"])
     symmetry = (RandomLatticeSymmetry(system.shape) if cfg["symmetrize"] == "random"
                 else None)
     flow = ode_flow(MongeAmpereField(potential), cfg, symmetry=symmetry)
@@ -574,6 +581,12 @@ QUANTUM_DOT = (
            "cheapest Laplacian), a continuous backflow field, or the identity (plain Slater "
            "determinants)",
            choices=("ferminet", "backflow", "cnf", "identity")),
+    Option("jastrow", str, "none", "T = 0 only: multiply Psi by a Jastrow factor exp(J), "
+           "pade = the cusp-exact Pade pair term plus a learnable pair network of "
+           "--jastrow-width units (the states stop being orthonormal, so T > 0 refuses it)",
+           choices=("none", "pade")),
+    Option("jastrow_width", int, 16, "--jastrow pade: hidden units of the pair network "
+           "(0: the Pade term only)", check=_non_negative),
 )
 
 #: Options shared by the quantum systems (flow, Laplacian, optimiser, p(K), walkers).
@@ -796,10 +809,10 @@ def _optimizer(cfg: dict) -> optax.GradientTransformation:
     lr = cfg["lr"]
     if cfg["lr_schedule"] == "cosine":
         lr = optax.cosine_decay_schedule(lr, max(cfg["steps"], 1), alpha=cfg["lr_final"])
-    adam = optax.adam(lr)
-    if cfg["clip_grad"] > 0:
-        return optax.chain(optax.clip_by_global_norm(cfg["clip_grad"]), adam)
-    return adam
+    chain = [optax.clip_by_global_norm(cfg["clip_grad"])] if cfg["clip_grad"] > 0 else []
+    if cfg.get("weight_decay", 0.0) > 0:
+        chain.append(optax.add_decayed_weights(cfg["weight_decay"]))
+    return optax.chain(*chain, optax.adam(lr)) if chain else optax.adam(lr)
 
 
 def build_run(system: str, options: dict[str, Any], *, devices=None) -> Any:

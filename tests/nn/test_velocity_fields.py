@@ -221,6 +221,25 @@ def test_one_hidden_layer_initialisation():
     assert soft.bias is not None and np.all(np.asarray(soft.bias) == 0.0)
 
 
+@pytest.mark.parametrize("make", [OneHiddenLayerPotential, TranslationInvariantPotential],
+                         ids=["dense", "translation"])
+def test_uniform_initialisation(make):
+    """init="uniform": every layer uniform in +-1/sqrt(fan-in) (PyTorch's nn.Linear), so
+    the flow starts as a nonzero map; bad names are one clear error."""
+    hidden, shape = 64, (8, 8)
+    phi = make(shape, hidden=hidden, z2=False, key=_key(1), init="uniform")
+    first = phi.weight if make is OneHiddenLayerPotential else phi.kernel
+    for array, bound in ((first, 1 / 8), (phi.bias, 1 / 8), (phi.out, 1 / 8)):
+        values = np.asarray(array)
+        assert np.all(np.abs(values) <= bound)
+        # uniform: variance bound^2 / 3 (loose: 64 to 4096 draws)
+        assert abs(values.var() / (bound**2 / 3) - 1) < 0.35
+    v, _ = MongeAmpereField(phi).velocity_and_divergence(jnp.zeros(()), jnp.ones(shape))
+    assert float(jnp.max(jnp.abs(v))) > 0
+    with pytest.raises(ValueError, match="init must be one of"):
+        make(shape, hidden=2, key=_key(0), init="zeros")
+
+
 # ------------------------------------------------------------------------------------------
 # the one-hidden-layer potential: Z2, stability
 
