@@ -139,3 +139,16 @@ def test_sr_follows_the_learning_rate_schedule(schedule):
     first, last = (float(lr(0)), float(lr(200))) if callable(lr) else (float(lr),) * 2
     assert first == pytest.approx(0.1)
     assert last == pytest.approx(0.1 if schedule == "constant" else 0.005)
+
+
+def test_default_sweeps_depend_on_temperature():
+    """--sweeps defaults to 10 at T = 0 (K fixed) and 50 at T > 0 (the walkers must
+    re-thermalise after every redraw of K); a given value is kept; config records it."""
+    from thermax.catalog import build_run
+
+    small = {"n_up": 2, "n_down": 0, "batch": 8, "pretrain_steps": 0, "emax": 3.0}
+    assert build_run("quantum-dot", small).trainer.sweeps == 10
+    hot = build_run("quantum-dot", {**small, "temperature": 0.5})
+    assert hot.trainer.sweeps == 50 and hot.config["sweeps"] == 50
+    assert build_run("quantum-dot", {**small, "temperature": 0.5,
+                                     "sweeps": 7}).trainer.sweeps == 7

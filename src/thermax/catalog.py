@@ -609,8 +609,10 @@ QUANTUM = (
     Option("occupation_depth", int, 2, "p(K) network depth", check=_at_least(1)),
     Option("pretrain_steps", int, 300, "steps pretraining p(K) to the free-fermion "
            "Boltzmann distribution (T > 0)", check=_non_negative),
-    Option("sweeps", int, 10, "Metropolis sweeps per step (walkers re-thermalise for the "
-           "newly drawn K)", check=_at_least(1)),
+    Option("sweeps", int, None, "Metropolis sweeps per step and per evaluation chunk "
+           "(walkers re-thermalise for the newly drawn K; default 10 at T = 0, where K is "
+           "fixed, and 50 at T > 0: 10 left F 0.1 too high for a polarised N = 6 dot at "
+           "T = 0.6)", check=_at_least(1)),
     Option("burn_in", int, 200, "Metropolis sweeps before training", check=_at_least(1)),
     Option("clip_eloc", float, 5.0, "clip local energies in the Psi gradient to median +- "
            "this many mean absolute deviations (0: off)", check=_non_negative),

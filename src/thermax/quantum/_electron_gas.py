@@ -155,7 +155,13 @@ def build_electron_gas(cfg: dict, mesh):
     from ..exact import ELECTRON_GAS_2D_POLARISED, free_fermion_thermodynamics
     from ._density_matrix import DensityMatrix, FixedOccupation
     from ._planewave import PlaneWaveBasis, fermi_temperature, require_closed_shell
-    from ._run import QuantumRun, _occupation_model, quantum_laplacian, quantum_optimizer
+    from ._run import (
+        QuantumRun,
+        _occupation_model,
+        quantum_laplacian,
+        quantum_optimizer,
+        resolve_sweeps,
+    )
     from ._trainer import QuantumTrainer
     from ._wavefunction import FlowSlater
 
@@ -201,7 +207,8 @@ def build_electron_gas(cfg: dict, mesh):
                                                      dtype=dtype)
     model = DensityMatrix(occupations, wavefunction)
     trainer = QuantumTrainer(system, optimizer, quantum_laplacian(cfg),
-                             temperature=temperature, batch=cfg["batch"], sweeps=cfg["sweeps"],
+                             temperature=temperature, batch=cfg["batch"],
+                             sweeps=resolve_sweeps(cfg, temperature),
                              burn_in=cfg["burn_in"], width=0.1 * system.box_length / n**0.5,
                              clip=cfg["clip_eloc"] or None, mesh=mesh,
                              chunk_size=cfg["chunk_size"] or None)
