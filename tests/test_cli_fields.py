@@ -30,6 +30,12 @@ BAD = {
     "bad estimator": (["run", "phi4", "--estimator", "reinforce"], "invalid choice"),
     "bad potential init": (["run", "ising-relaxed", "--flow", "monge-ampere",
                             "--potential-init", "zero"], "invalid choice"),
+    "even conv kernel": (["run", "ising-relaxed", "--L", "8", "--flow", "monge-ampere",
+                          "--potential", "conv", "--potential-kernel", "4"],
+                         "--potential-kernel must be odd and at most --L 8, got 4"),
+    "conv kernel above L": (["run", "ising-relaxed", "--L", "4", "--flow", "monge-ampere",
+                             "--potential", "conv", "--potential-kernel", "5"],
+                            "--potential-kernel must be odd and at most --L 4, got 5"),
     "negative weight decay": (["run", "phi4", "--weight-decay", "-1"],
                               "--weight-decay -1.0 must be >= 0"),
 }

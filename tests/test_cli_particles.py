@@ -88,13 +88,14 @@ def test_coulomb_run_resumes(pair_run, capsys):
     assert r["steps"] == 5
 
 
-@pytest.mark.parametrize("potential", ["dense", "translation"])
+@pytest.mark.parametrize("potential", ["dense", "translation", "conv"])
 def test_monge_ampere_relaxed_ising_runs(tmp_path, potential):
     out_dir = tmp_path / "ma"
     status = main(["run", "ising-relaxed", "--L", "4", "--flow", "monge-ampere",
                    "--potential-width", "8", "--potential", potential, "--steps", "2",
                    "--batch", "8", "--eval-batch", "32", "--steps-ode", "3",
-                   "--estimator", "pathwise", "--out", str(out_dir)])
+                   "--potential-kernel", "3", "--estimator", "pathwise",
+                   "--out", str(out_dir)])
     assert status == 0
     r = json.loads((out_dir / "results.json").read_text())
     assert r["config"]["solver"] == "rk4" and r["config"]["ode_time"] == 5.0

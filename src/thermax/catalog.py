@@ -155,8 +155,12 @@ FLOW_MODEL = (
     Option("potential_width", int, 512, "monge-ampere: hidden units of the one-hidden-layer "
            "potential", check=_at_least(1)),
     Option("potential", str, "dense", "monge-ampere: the one-hidden-layer potential, dense "
-           "(the paper's) or translation-invariant (averaged over lattice translations, by FFT)",
-           choices=("dense", "translation")),
+           "(the paper's), translation-invariant (averaged over lattice translations, by FFT) "
+           "or conv (local translation-invariant features: --potential-width channels of "
+           "--potential-kernel sized kernels, summed over the lattice)",
+           choices=("dense", "translation", "conv")),
+    Option("potential_kernel", int, 5, "monge-ampere --potential conv: the odd kernel size, "
+           "at most L", check=_at_least(1)),
     Option("potential_init", str, "identity", "monge-ampere: initial potential, identity "
            "(zero output weights: the flow starts as the identity) or uniform (every layer "
            "uniform in +-1/sqrt(fan-in), PyTorch's default as in the original code: a small "
@@ -339,16 +343,30 @@ def _monge_ampere_lattice(system: AbstractSystem, cfg: dict, *, key) -> Abstract
     """Zhang, E & Wang's Monge-Ampere flow: v = grad phi with a one-hidden-layer potential
     (even in x with --z2 1, so the flow commutes with x -> -x and no symmetrisation pass is
     needed; with --potential translation averaged over the lattice translations, so the flow
-    is also translation-equivariant), integrated from a standard normal."""
+    is also translation-equivariant; with --potential conv local translation-invariant
+    features), integrated from a standard normal."""
     from .bijections import RandomLatticeSymmetry
     from .distributions import StandardNormal, Transformed
-    from .nn import MongeAmpereField, OneHiddenLayerPotential, TranslationInvariantPotential
+    from .nn import (
+        ConvPotential,
+        MongeAmpereField,
+        OneHiddenLayerPotential,
+        TranslationInvariantPotential,
+    )
 
     dtype = jnp.dtype(cfg["dtype"])
+    extra = {}
+    if cfg["potential"] == "conv":
+        k = cfg["potential_kernel"]
+        if k % 2 == 0 or k > min(system.shape):
+            raise OptionError(f"--potential-kernel must be odd and at most --L "
+                              f"{min(system.shape)}, got {k}")
+        extra = {"kernel_size": k}
     make = {"dense": OneHiddenLayerPotential,
-            "translation": TranslationInvariantPotential}[cfg["potential"]]
+            "translation": TranslationInvariantPotential,
+            "conv": ConvPotential}[cfg["potential"]]
     potential = make(system.shape, hidden=cfg["potential_width"], z2=bool(cfg["z2"]),
-                     key=key, dtype=dtype, init=cfg["potential_init"])
+                     key=key, dtype=dtype, init=cfg["potential_init"], **extra)
     symmetry = (RandomLatticeSymmetry(system.shape) if cfg["symmetrize"] == "random"
                 else None)
     flow = ode_flow(MongeAmpereField(potential), cfg, symmetry=symmetry)

@@ -6,6 +6,7 @@ traced in one compiled call (compilation dominates on CPU).
 """
 
 import functools
+import math
 
 import equinox as eqx
 import jax
@@ -18,6 +19,7 @@ from thermax.nn import (
     AbstractPotential,
     AbstractVelocityField,
     BackflowField,
+    ConvPotential,
     MLPPotential,
     MLPVelocity,
     MongeAmpereField,
@@ -46,6 +48,9 @@ POTENTIALS = {
     "translation-z2": lambda key: TranslationInvariantPotential((4, 4), hidden=3, key=key),
     "translation-softplus": lambda key: TranslationInvariantPotential((3, 4), hidden=3,
                                                                       z2=False, key=key),
+    "conv-z2": lambda key: ConvPotential((4, 5), hidden=3, kernel_size=3, key=key),
+    "conv-softplus": lambda key: ConvPotential((3, 4), hidden=2, kernel_size=3, z2=False,
+                                               key=key),
     "particles-2d": lambda key: ParticlePotential(4, 2, width=5, depth=2, key=key),
     "particles-3d": lambda key: ParticlePotential(3, 3, width=4, depth=1, key=key),
 }
@@ -404,7 +409,8 @@ def test_symmetrized_potential_is_invariant_and_field_equivariant(name, group):
 # the translation-invariant potential
 
 
-@pytest.mark.parametrize("name", ["translation-z2", "translation-softplus"])
+@pytest.mark.parametrize("name", ["translation-z2", "translation-softplus", "conv-z2",
+                                  "conv-softplus"])
 def test_translation_invariant_potential_is_invariant_and_field_equivariant(name):
     phi = built("potentials", name)
     x = _points(phi.shape, 12)[0]
@@ -469,6 +475,41 @@ def test_translation_invariant_potential_is_the_average_of_the_dense_one(z2):
     tight(lap, ref_lap)
 
 
+@pytest.mark.parametrize("z2", [True, False])
+def test_conv_potential_is_a_translation_invariant_one_with_a_local_kernel(z2):
+    """``ConvPotential`` equals :class:`TranslationInvariantPotential` whose full-size
+    kernels hold the ``k x k`` window at offsets ``-(k-1)/2 .. (k-1)/2`` (mod L) and zeros
+    elsewhere, with output weights times ``L1 L2`` (a sum over shifts, not a mean): value,
+    gradient and Laplacian. A 5 x 6 lattice with k = 5 wraps the window around."""
+    shape, k = (5, 6), 5
+    k_init, k_noise, k_ti = jax.random.split(_key(23), 3)
+    phi = perturb(ConvPotential(shape, hidden=2, kernel_size=k, z2=z2, key=k_init),
+                  key=k_noise)
+    full = np.zeros((2, *shape))
+    for a in range(k):
+        for b in range(k):
+            full[:, (a - k // 2) % shape[0], (b - k // 2) % shape[1]] = phi.kernel[:, a, b]
+    ti = TranslationInvariantPotential(shape, hidden=2, z2=z2, key=k_ti)
+    ti = eqx.tree_at(lambda p: (p.kernel, p.out), ti,
+                     (jnp.asarray(full), phi.out * math.prod(shape)))
+    if not z2:
+        ti = eqx.tree_at(lambda p: p.bias, ti, phi.bias)
+    x = _points(shape, 17)[0]
+
+    @eqx.filter_jit
+    def run(phi, ti, x):
+        t = jnp.asarray(T)
+        return (phi(t, x), *phi.gradient_and_laplacian(t, x), ti(t, x),
+                *ti.gradient_and_laplacian(t, x))
+
+    value, grad, lap, ref_value, ref_grad, ref_lap = map(np.asarray, run(phi, ti, x))
+    assert abs(ref_value) > 1e-3 and np.abs(ref_grad).max() > 1e-3
+    tight = functools.partial(np.testing.assert_allclose, rtol=1e-12, atol=1e-12)
+    tight(value, ref_value)
+    tight(grad, ref_grad)
+    tight(lap, ref_lap)
+
+
 def test_translation_invariant_initialisation():
     phi = TranslationInvariantPotential((16, 16), hidden=64, key=_key(0))
     assert phi.bias is None and phi.kernel.shape == (64, 16, 16)
@@ -510,6 +551,10 @@ def test_potential_wrong_shape_raises():
     (lambda k: OneHiddenLayerPotential((4, 4), hidden=0, key=k), "hidden must be >= 1"),
     (lambda k: TranslationInvariantPotential((4, 4), hidden=0, key=k), "hidden must be >= 1"),
     (lambda k: TranslationInvariantPotential((16,), hidden=2, key=k), r"shape \(L1, L2\)"),
+    (lambda k: ConvPotential((4, 4), hidden=0, key=k), "hidden must be >= 1"),
+    (lambda k: ConvPotential((4, 4), hidden=2, kernel_size=2, key=k), "odd"),
+    (lambda k: ConvPotential((4, 6), hidden=2, kernel_size=5, key=k), "at most the lattice"),
+    (lambda k: ConvPotential((16,), hidden=2, key=k), r"shape \(L1, L2\)"),
     (lambda k: ParticlePotential(0, 2, width=2, depth=1, key=k), "n must be >= 1"),
     (lambda k: BackflowField(3, 0, width=2, depth=1, key=k), "dim must be >= 1"),
     (lambda k: SymmetrizedPotential(MLPPotential((3, 4), width=2, depth=1, key=k), "d4"),

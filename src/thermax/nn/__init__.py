@@ -9,6 +9,7 @@ from ._velocity import AbstractVelocityField, jacobian_trace
 from ._velocity_fields import (
     AbstractPotential,
     BackflowField,
+    ConvPotential,
     MLPPotential,
     MLPVelocity,
     MongeAmpereField,
@@ -20,6 +21,7 @@ from ._velocity_fields import (
 
 __all__ = ["MADE", "AbstractConditioner", "AbstractMaskedChain", "AbstractMaskedOp",
            "AbstractPotential", "AbstractVelocityField", "BackflowField", "ConvConditioner",
+           "ConvPotential",
            "MLPConditioner", "MLPPotential", "MLPVelocity", "MaskedConv2d", "MaskedDense",
            "MongeAmpereField", "OneHiddenLayerPotential", "ParticlePotential", "PixelCNN",
            "SymmetrizedPotential", "TranslationInvariantPotential", "jacobian_trace",

@@ -12,7 +12,8 @@ so a freshly built field is ``v = 0`` and its flow is the identity.
   paper's, with hand-coded gradient and Laplacian), :class:`MLPPotential`,
   :class:`SymmetrizedPotential` (averaged over the square lattice's point group and/or
   ``x -> -x``), :class:`TranslationInvariantPotential` (the paper's, averaged over lattice
-  translations by FFT) and :class:`ParticlePotential` (identical particles).
+  translations by FFT), :class:`ConvPotential` (local translation-invariant features, by
+  direct convolution) and :class:`ParticlePotential` (identical particles).
 * :class:`BackflowField`: a permutation- and rotation-equivariant field for identical
   particles with an analytic divergence.
 
@@ -227,6 +228,19 @@ def _sech2(z):
     return 4 * e / (1 + e) ** 2
 
 
+def _activation(z, z2: bool):
+    """The one-hidden-layer potentials' ``sigma``: ``ln cosh`` (even) or softplus."""
+    return _log_cosh(z) if z2 else jax.nn.softplus(z)
+
+
+def _activation_slopes(z, z2: bool):
+    """``(sigma'(z), sigma''(z))`` of :func:`_activation`, in closed form."""
+    if z2:
+        return jnp.tanh(z), _sech2(z)
+    s = jax.nn.sigmoid(z)
+    return s, s * jax.nn.sigmoid(-z)
+
+
 _POTENTIAL_INITS = ("identity", "uniform")
 
 
@@ -308,15 +322,11 @@ class OneHiddenLayerPotential(AbstractPotential):
 
     def _potential(self, t, x):
         z = self._preactivation(x)
-        sigma = _log_cosh(z) if self.z2 else jax.nn.softplus(z)
+        sigma = _activation(z, self.z2)
         return jnp.vdot(self.out, sigma)
 
     def _slopes(self, x):
-        z = self._preactivation(x)
-        if self.z2:
-            return jnp.tanh(z), _sech2(z)
-        s = jax.nn.sigmoid(z)
-        return s, s * jax.nn.sigmoid(-z)
+        return _activation_slopes(self._preactivation(x), self.z2)
 
     def _gradient(self, t, x):
         d1, _ = self._slopes(x)
@@ -551,15 +561,12 @@ class TranslationInvariantPotential(AbstractPotential):
 
     def _potential(self, t, x):
         _, h = self._preactivation(x)
-        sigma = _log_cosh(h) if self.z2 else jax.nn.softplus(h)
+        sigma = _activation(h, self.z2)
         return jnp.vdot(self.out, jnp.mean(sigma, axis=(1, 2)))
 
     def _slopes(self, x):
         kernel_f, h = self._preactivation(x)
-        if self.z2:
-            return kernel_f, jnp.tanh(h), _sech2(h)
-        s = jax.nn.sigmoid(h)
-        return kernel_f, s, s * jax.nn.sigmoid(-h)
+        return kernel_f, *_activation_slopes(h, self.z2)
 
     def _pull_back(self, kernel_f, d1):
         """``sum_k (w_k / L1 L2) c_k (*) d1_k``: the adjoint of the correlations."""
@@ -576,6 +583,119 @@ class TranslationInvariantPotential(AbstractPotential):
         norms = jnp.sum(self.kernel**2, axis=(1, 2))
         lap = jnp.sum(self.out * norms * jnp.mean(d2, axis=(1, 2)))
         return self._pull_back(kernel_f, d1), lap
+
+
+class ConvPotential(AbstractPotential):
+    """A one-hidden-layer potential of local, translation-invariant features: a convolution.
+
+    For a field on a periodic ``L1 x L2`` lattice, each of ``hidden`` channels has a small
+    ``k x k`` kernel ``c_k`` (``k`` odd, offsets ``r`` from ``-(k-1)/2`` to ``(k-1)/2``)::
+
+        h_k(s) = sum_r c_k(r) x(s + r) + b_k           (indices mod L)
+        phi(x) = sum_k w_k sum_s sigma(h_k(s))
+
+    This is :class:`TranslationInvariantPotential` with kernels supported on a ``k x k``
+    window, summed instead of averaged over the shifts ``s`` (so ``phi`` is extensive and
+    the field ``grad phi`` stays of order one per site whatever the lattice size). The
+    correlations are one gather of the ``k^2`` shifted copies of the field and one matrix
+    product, ``hidden k^2 L1 L2`` operations per configuration and no FFT (on 2 CPU cores,
+    ``lax.conv`` and its transpose took 1.7x as long for a training gradient, ``jnp.roll``
+    copies 5x). The flow is local in one step but, composed over the solver's steps,
+    correlates the whole lattice. ``sigma`` is ``ln cosh`` without bias (``z2=True``:
+    ``phi`` even, the flow commutes with ``x -> -x``) or
+    softplus with a per-channel bias. Closed forms, sharing ``h``::
+
+        grad phi      = sum_k w_k c_k (*) sigma'(h_k)          (the adjoint correlation)
+        laplacian phi = sum_k w_k |c_k|^2 sum_s sigma''(h_k(s))
+
+    (every ``h_k(s)`` is linear in ``x`` with a shifted copy of ``c_k`` as coefficients,
+    which needs ``k <= L1, L2`` so that no site enters one window twice). Initialisation
+    as :class:`OneHiddenLayerPotential`'s with fan-in ``k^2`` (``"identity"``: zero output
+    weights, a new flow is the identity; ``"uniform"``: fan-in uniform layers).
+
+    Args:
+        shape: the lattice shape ``(L1, L2)``.
+        hidden: number of channels (kernels).
+        kernel_size: the odd window size ``k``, at most ``min(L1, L2)``.
+        z2: even potential (``ln cosh``, no bias) or softplus with bias.
+        key: initialisation key.
+        dtype: parameter dtype (default: the default float).
+        init: ``"identity"`` or ``"uniform"``.
+
+    Example:
+        >>> phi = ConvPotential((16, 16), hidden=16, kernel_size=5, key=jax.random.key(0))
+        >>> field = MongeAmpereField(phi)
+        >>> v, div = field.velocity_and_divergence(jnp.asarray(0.0), jnp.ones((16, 16)))
+    """
+
+    kernel: Float[Array, "hidden k k"]
+    bias: Float[Array, " hidden"] | None
+    out: Float[Array, " hidden"]
+    shape: tuple[int, ...] = eqx.field(static=True)
+    z2: bool = eqx.field(static=True)
+
+    def __init__(self, shape: tuple[int, ...], *, hidden: int, kernel_size: int = 5,
+                 z2: bool = True, key: PRNGKeyArray, dtype=None, init: str = "identity"):
+        self.shape = _check_config_shape(shape, "ConvPotential")
+        if len(self.shape) != 2:
+            raise ValueError("ConvPotential: acts on a field on a periodic L1 x L2 lattice "
+                             f"and needs a shape (L1, L2), got {self.shape}")
+        _check_positive("ConvPotential", hidden=hidden, kernel_size=kernel_size)
+        k = int(kernel_size)
+        if k % 2 == 0 or k > min(self.shape):
+            raise ValueError(f"ConvPotential: kernel_size must be odd and at most the lattice "
+                             f"size {min(self.shape)}, got {k}")
+        self.z2 = bool(z2)
+        self.kernel, self.bias, self.out = _one_hidden_layer_init(
+            "ConvPotential", init, key, (int(hidden), k, k), int(hidden), not self.z2,
+            _default(dtype))
+
+    def _offsets(self, sign: int) -> np.ndarray:
+        """``(k^2, L1 L2)`` flat site indices of ``s + sign r`` for each offset ``r`` (rows, in
+        the kernel's row-major order) and site ``s`` (columns)."""
+        k = self.kernel.shape[-1]
+        r = np.arange(k) - k // 2
+        i = np.arange(self.shape[0])[None, None, :, None] + sign * r[:, None, None, None]
+        j = np.arange(self.shape[1])[None, None, None, :] + sign * r[None, :, None, None]
+        return ((i % self.shape[0]) * self.shape[1] + j % self.shape[1]).reshape(k * k, -1)
+
+    def _correlate(self, x):
+        """``h_k(s) - b_k = sum_r c_k(r) x(s + r)``, shape ``(hidden, L1, L2)``: the ``k^2``
+        shifted copies of ``x`` (one gather) times the kernels (one matrix product)."""
+        patches = x.reshape(-1)[jnp.asarray(self._offsets(+1))]
+        h = self.kernel.reshape(self.kernel.shape[0], -1) @ patches
+        return h.reshape(-1, *self.shape)
+
+    def _preactivation(self, x):
+        h = self._correlate(x)
+        return h if self.bias is None else h + self.bias[:, None, None]
+
+    def _potential(self, t, x):
+        h = self._preactivation(x)
+        sigma = _activation(h, self.z2)
+        return jnp.vdot(self.out, jnp.sum(sigma, axis=(1, 2)))
+
+    def _slopes(self, x):
+        return _activation_slopes(self._preactivation(x), self.z2)
+
+    def _pull_back(self, d1):
+        """``sum_k w_k c_k (*) d1_k``, the transpose of the correlation:
+        ``g(u) = sum_r D_r(u - r)`` with ``D_r = sum_k w_k c_k(r) d1_k`` (a matrix product,
+        then one gather of the shifted rows)."""
+        weighted = (self.out[:, None] * self.kernel.reshape(self.kernel.shape[0], -1))
+        rows = weighted.T @ d1.reshape(d1.shape[0], -1)             # (k^2, L1 L2)
+        shifted = jnp.take_along_axis(rows, jnp.asarray(self._offsets(-1)), axis=1)
+        return jnp.sum(shifted, axis=0).reshape(self.shape)
+
+    def _gradient(self, t, x):
+        d1, _ = self._slopes(x)
+        return self._pull_back(d1)
+
+    def _gradient_and_laplacian(self, t, x):
+        d1, d2 = self._slopes(x)
+        norms = jnp.sum(self.kernel**2, axis=(1, 2))
+        lap = jnp.sum(self.out * norms * jnp.sum(d2, axis=(1, 2)))
+        return self._pull_back(d1), lap
 
 
 # ----------------------------------------------------------------------------------------
