@@ -143,12 +143,18 @@ def test_sr_follows_the_learning_rate_schedule(schedule):
 
 def test_default_sweeps_depend_on_temperature():
     """--sweeps defaults to 10 at T = 0 (K fixed) and 50 at T > 0 (the walkers must
-    re-thermalise after every redraw of K); a given value is kept; config records it."""
+    re-thermalise after every redraw of K), --eval-sweeps to twice that at T > 0; given
+    values are kept; config records them."""
     from thermax.catalog import build_run
 
     small = {"n_up": 2, "n_down": 0, "batch": 8, "pretrain_steps": 0, "emax": 3.0}
-    assert build_run("quantum-dot", small).trainer.sweeps == 10
+    cold = build_run("quantum-dot", small)
+    assert cold.trainer.sweeps == 10 and cold.trainer.eval_sweeps == 10
     hot = build_run("quantum-dot", {**small, "temperature": 0.5})
     assert hot.trainer.sweeps == 50 and hot.config["sweeps"] == 50
-    assert build_run("quantum-dot", {**small, "temperature": 0.5,
-                                     "sweeps": 7}).trainer.sweeps == 7
+    # the final evaluation redraws K every chunk: twice the sweeps by default
+    assert hot.trainer.eval_sweeps == 100 and hot.config["eval_sweeps"] == 100
+    given = build_run("quantum-dot", {**small, "temperature": 0.5, "sweeps": 7})
+    assert given.trainer.sweeps == 7 and given.trainer.eval_sweeps == 14
+    assert build_run("quantum-dot", {**small, "temperature": 0.5, "sweeps": 7,
+                                     "eval_sweeps": 9}).trainer.eval_sweeps == 9

@@ -627,10 +627,14 @@ QUANTUM = (
     Option("occupation_depth", int, 2, "p(K) network depth", check=_at_least(1)),
     Option("pretrain_steps", int, 300, "steps pretraining p(K) to the free-fermion "
            "Boltzmann distribution (T > 0)", check=_non_negative),
-    Option("sweeps", int, None, "Metropolis sweeps per step and per evaluation chunk "
+    Option("sweeps", int, None, "Metropolis sweeps per training step "
            "(walkers re-thermalise for the newly drawn K; default 10 at T = 0, where K is "
            "fixed, and 50 at T > 0: 10 left F 0.1 too high for a polarised N = 6 dot at "
            "T = 0.6)", check=_at_least(1)),
+    Option("eval_sweeps", int, None, "Metropolis sweeps per chunk of the final evaluation "
+           "(default: twice --sweeps at T > 0, where each chunk redraws K; at T = 1.1 the "
+           "dot's F fell 0.010 from 50 to 100 sweeps; --sweeps at T = 0)",
+           check=_at_least(1)),
     Option("burn_in", int, 200, "Metropolis sweeps before training", check=_at_least(1)),
     Option("clip_eloc", float, 5.0, "clip local energies in the Psi gradient to median +- "
            "this many mean absolute deviations (0: off)", check=_non_negative),

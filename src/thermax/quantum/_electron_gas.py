@@ -160,6 +160,7 @@ def build_electron_gas(cfg: dict, mesh):
         _occupation_model,
         quantum_laplacian,
         quantum_optimizer,
+        resolve_eval_sweeps,
         resolve_sweeps,
     )
     from ._trainer import QuantumTrainer
@@ -209,6 +210,7 @@ def build_electron_gas(cfg: dict, mesh):
     trainer = QuantumTrainer(system, optimizer, quantum_laplacian(cfg),
                              temperature=temperature, batch=cfg["batch"],
                              sweeps=resolve_sweeps(cfg, temperature),
+                             eval_sweeps=resolve_eval_sweeps(cfg, temperature),
                              burn_in=cfg["burn_in"], width=0.1 * system.box_length / n**0.5,
                              clip=cfg["clip_eloc"] or None, mesh=mesh,
                              chunk_size=cfg["chunk_size"] or None)

@@ -122,6 +122,8 @@ class QuantumTrainer(eqx.Module):
         temperature: ``T >= 0`` (energy units of the system).
         batch: walkers, one occupation each (divisible by the number of devices).
         sweeps: Metropolis sweeps per step (re-thermalise after ``K`` is redrawn).
+        eval_sweeps: Metropolis sweeps per chunk of :meth:`evaluate` (each chunk redraws
+            ``K``), or None: ``sweeps``.
         burn_in: sweeps at :meth:`init`.
         width: the initial proposal width.
         clip: local-energy clipping in ``g_psi`` (in mean absolute deviations), or None.
@@ -143,6 +145,7 @@ class QuantumTrainer(eqx.Module):
     temperature: Float[Array, ""]
     batch: int = eqx.field(static=True)
     sweeps: int = eqx.field(static=True)
+    eval_sweeps: int = eqx.field(static=True)
     burn_in: int = eqx.field(static=True)
     width: float = eqx.field(static=True)
     clip: float | None = eqx.field(static=True)
@@ -151,7 +154,8 @@ class QuantumTrainer(eqx.Module):
     fault: FaultInjection | None
 
     def __init__(self, system: AbstractQuantumSystem, optimizer, laplacian: AbstractLaplacian,
-                 *, temperature: float, batch: int, sweeps: int = 10, burn_in: int = 200,
+                 *, temperature: float, batch: int, sweeps: int = 10,
+                 eval_sweeps: int | None = None, burn_in: int = 200,
                  width: float = 0.5, clip: float | None = 5.0, mesh: Mesh | None = None,
                  chunk_size: int | None = None, fault: FaultInjection | None = None):
         mesh = Mesh(jax.devices(), (BATCH_AXIS,)) if mesh is None else mesh
@@ -160,7 +164,9 @@ class QuantumTrainer(eqx.Module):
                              f"{mesh.size} device(s), got {batch!r}")
         if not float(temperature) >= 0:
             raise ValueError(f"QuantumTrainer: temperature must be >= 0, got {temperature}")
-        for name, value in (("sweeps", sweeps), ("burn_in", burn_in)):
+        eval_sweeps = sweeps if eval_sweeps is None else eval_sweeps
+        for name, value in (("sweeps", sweeps), ("eval_sweeps", eval_sweeps),
+                            ("burn_in", burn_in)):
             if not isinstance(value, int) or value < 1:
                 raise ValueError(f"QuantumTrainer: {name} must be an integer >= 1, got "
                                  f"{value!r}")
@@ -175,6 +181,7 @@ class QuantumTrainer(eqx.Module):
         self.system, self.optimizer, self.laplacian = system, optimizer, laplacian
         self.temperature = jnp.asarray(temperature, jnp.result_type(float))
         self.batch, self.sweeps, self.burn_in = batch, sweeps, burn_in
+        self.eval_sweeps = eval_sweeps
         self.width, self.clip, self.mesh = float(width), clip, mesh
         self.chunk_size = chunk_size
         self.fault = fault
@@ -354,14 +361,15 @@ class QuantumTrainer(eqx.Module):
     def _evaluate_chunk(self, model, walkers, key):
         k_occ, k_walk, k_lap = jax.random.split(key, 3)
         k_up, k_down, log_p = self._occupations(model, k_occ, self.batch)
-        walkers = self._walk(model, walkers, k_up, k_down, k_walk, self.sweeps)
+        walkers = self._walk(model, walkers, k_up, k_down, k_walk, self.eval_sweeps)
         e_loc = self._local_energies(model, walkers.positions, k_up, k_down, k_lap)
         return walkers, log_p, e_loc
 
     def evaluate(self, state: QuantumTrainState, *, key: PRNGKeyArray, n_samples: int
                  ) -> dict[str, float]:
         """``F``, ``E``, ``S`` with standard errors from ``n_samples`` fresh occupations
-        (in chunks of ``batch``; each chunk re-thermalises the walkers for its ``K``).
+        (in chunks of ``batch``; each chunk re-thermalises the walkers for its ``K`` with
+        ``eval_sweeps`` sweeps).
 
         The walkers of successive chunks are correlated; the error bars assume
         independence (use enough ``sweeps``).
