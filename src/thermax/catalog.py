@@ -632,8 +632,8 @@ QUANTUM = (
            "fixed, and 50 at T > 0: 10 left F 0.1 too high for a polarised N = 6 dot at "
            "T = 0.6)", check=_at_least(1)),
     Option("eval_sweeps", int, None, "Metropolis sweeps per chunk of the final evaluation "
-           "(default: twice --sweeps at T > 0, where each chunk redraws K; at T = 1.1 the "
-           "dot's F fell 0.010 from 50 to 100 sweeps; --sweeps at T = 0)",
+           "(default: twice --sweeps at T > 0, where each chunk redraws K and the result is "
+           "only as good as the walkers' re-thermalisation; --sweeps at T = 0)",
            check=_at_least(1)),
     Option("burn_in", int, 200, "Metropolis sweeps before training", check=_at_least(1)),
     Option("clip_eloc", float, 5.0, "clip local energies in the Psi gradient to median +- "
