@@ -223,8 +223,8 @@ def resolve_eval_sweeps(cfg: dict, temperature: float) -> int:
     re-thermalisation. The margin is cheap (one evaluation per run) and measured on the
     polarised N = 6 dot: a model trained with 10 sweeps evaluated at T = 0.6 gave F =
     20.9855, 20.8789, 20.8643 with 10, 50, 100 sweeps per chunk; models trained with 50
-    sweeps moved by no more than the statistical error (<= 0.013 at T = 0.4 to 1.1)
-    between 50, 100 and 200."""
+    sweeps moved by at most 0.013 (about 3 standard errors of F) between 50, 100 and 200
+    sweeps at T = 0.4 to 1.1, with no trend in the sweep count."""
     if cfg.get("eval_sweeps") is None:
         sweeps = resolve_sweeps(cfg, temperature)
         cfg["eval_sweeps"] = sweeps if temperature == 0 else 2 * sweeps
