@@ -372,7 +372,7 @@ class QuantumTrainer(eqx.Module):
         ``eval_sweeps`` sweeps).
 
         The walkers of successive chunks are correlated; the error bars assume
-        independence (use enough ``sweeps``).
+        independence (use enough ``eval_sweeps``).
         """
         chunks = max(1, -(-int(n_samples) // self.batch))
         walkers, log_ps, e_locs, acc = state.walkers, [], [], []
