@@ -136,3 +136,26 @@ def test_sr_trains_p_to_the_free_fermion_distribution(free_setup):
     assert first - f_exact > 0.05            # it started far away
     assert final["free_energy"] - f_exact < 5e-3
     assert final["free_energy"] >= f_exact - 4 * final["free_energy_stderr"]
+    # 16 chunks of 256: the errors are blocked by walker, the plain ones are reported too
+    assert final["free_energy_stderr_iid"] > 0 and final["energy_stderr_iid"] > 0
+    assert 0.5 < final["free_energy_stderr"] / final["free_energy_stderr_iid"] < 2.0
+
+
+def test_walker_blocked_stderr_sees_what_each_walker_remembers():
+    """Per-walker blocking: a walker offset kept through every chunk (perfect correlation
+    between one walker's chunks) makes the error sqrt(chunks) times the plain one; with
+    independent samples both agree within the blocking's own sampling error."""
+    from thermax.quantum._trainer import _mean_and_stderr, _walker_blocked_stderr
+
+    chunks, walkers = 64, 512
+    k1, k2 = jax.random.split(jax.random.key(0))
+    offset = jax.random.normal(k1, (walkers,), jnp.float64)
+    remembered = [offset] * chunks                         # chunk c, walker b -> offset[b]
+    plain = float(_mean_and_stderr(jnp.concatenate(remembered))[1])
+    blocked = _walker_blocked_stderr(remembered)
+    np.testing.assert_allclose(blocked, float(_mean_and_stderr(offset)[1]), rtol=1e-12)
+    np.testing.assert_allclose(blocked / plain, np.sqrt(chunks), rtol=0.01)
+    iid = jax.random.normal(k2, (chunks * walkers,), jnp.float64)
+    ratio = (_walker_blocked_stderr(list(iid.reshape(chunks, walkers)))
+             / float(_mean_and_stderr(iid)[1]))
+    assert abs(ratio - 1) < 4 / np.sqrt(2 * walkers)      # the relative error of a std

@@ -95,6 +95,9 @@ def execute_quantum(run: QuantumRun, out_dir: str | Path, *, resume: bool = Fals
         "temperature": temperature,
         **{k: figures[k] for k in ("free_energy", "free_energy_stderr", "energy",
                                    "energy_stderr", "entropy", "entropy_stderr")},
+        # the errors above are blocked by walker; these assume every sample independent
+        "free_energy_stderr_iid": figures["free_energy_stderr_iid"],
+        "energy_stderr_iid": figures["energy_stderr_iid"],
         "acceptance": figures["acceptance"],
         "exact_free_energy": exact,
         "relative_error": None if exact is None

@@ -98,6 +98,15 @@ def _mean_and_stderr(values: Array) -> tuple[Array, Array]:
     return jnp.mean(values), jnp.std(values) * jnp.sqrt(1.0 / max(n - 1, 1))
 
 
+def _walker_blocked_stderr(chunks: list[Array]) -> float:
+    """The standard error of the mean over ``chunks`` (arrays of one sample per walker,
+    in walker order) from the per-walker means: valid however strongly one walker's
+    samples are correlated, as long as different walkers are independent. Element-wise
+    sums only, so a batch sharded over devices stays as it is."""
+    per_walker = sum(chunks[1:], chunks[0]) / len(chunks)
+    return float(_mean_and_stderr(per_walker)[1])
+
+
 def _clipped(e_loc: Array, clip: float | None) -> Array:
     if clip is None:
         return e_loc
@@ -371,8 +380,14 @@ class QuantumTrainer(eqx.Module):
         (in chunks of ``batch``; each chunk re-thermalises the walkers for its ``K`` with
         ``eval_sweeps`` sweeps).
 
-        The walkers of successive chunks are correlated; the error bars assume
-        independence (use enough ``eval_sweeps``).
+        Walker ``b`` carries its position from one chunk to the next, so its samples are
+        correlated however many sweeps separate them; the walkers are independent of each
+        other. The standard errors of ``F`` and ``E`` are therefore those of the ``batch``
+        per-walker means (blocking by walker: no independence between chunks assumed);
+        ``S`` depends on the independent draws of ``K`` only and keeps the plain error.
+        ``free_energy_stderr_iid`` and ``energy_stderr_iid`` are the plain errors (every
+        sample independent), for comparison: their ratio to the blocked ones shows how much
+        the chunks of one walker remember each other.
         """
         chunks = max(1, -(-int(n_samples) // self.batch))
         walkers, log_ps, e_locs, acc = state.walkers, [], [], []
@@ -384,6 +399,13 @@ class QuantumTrainer(eqx.Module):
         log_p, e_loc = jnp.concatenate(log_ps), jnp.concatenate(e_locs)
         stats, _ = self._stats(log_p, e_loc, walkers)
         out = stats.as_dict()
+        out["free_energy_stderr_iid"] = out["free_energy_stderr"]
+        out["energy_stderr_iid"] = out["energy_stderr"]
+        if chunks > 1:
+            e_re = [jnp.real(e) for e in e_locs]
+            out["free_energy_stderr"] = _walker_blocked_stderr(
+                [self.temperature * lp + e for lp, e in zip(log_ps, e_re, strict=True)])
+            out["energy_stderr"] = _walker_blocked_stderr(e_re)
         out["acceptance"] = float(jnp.mean(jnp.stack(acc)))
         out["samples"] = int(log_p.shape[0])
         return out
