@@ -15,6 +15,10 @@ that difference by construction:
    ``T0 - delta``, ``T0`` and ``T0 + delta``, each ``--steps`` steps with the same options
    and seed, and no pretraining (the model is already trained).
 
+``--then-steps N --then-options JSON`` adds a third leg: ``N`` more steps from each
+continuation's trained model with the options changed (e.g. stochastic reconfiguration
+after Adam), in ``T<t>-then``; the table is then made from those.
+
 The three runs have the same history up to the temperature of their last leg, so their
 remaining distances from the optimum are alike, and the envelope theorem
 (``dF_var/dT = -S_var`` at the optimum) applies to the differences. Each run is a standard
@@ -47,9 +51,18 @@ def main() -> None:
                         default=HERE / "results" / "quantum_dot_entropy.json")
     parser.add_argument("--options", type=json.loads, default={},
                         help="other run options as JSON (config.json names)")
+    parser.add_argument("--then-steps", type=int, default=0,
+                        help="a further leg of this many steps from each continuation's "
+                             "trained model (0: none)")
+    parser.add_argument("--then-options", type=json.loads, default={},
+                        help="options of that leg on top of --options, as JSON (e.g. "
+                             "another optimiser)")
     args = parser.parse_args()
     if not 0 < args.delta < args.centre:
         raise SystemExit(f"need 0 < --delta < --centre, got {args.delta}, {args.centre}")
+    if args.then_steps < 0 or (args.then_options and not args.then_steps):
+        raise SystemExit(f"--then-steps must be >= 1 with --then-options, got "
+                         f"{args.then_steps}")
 
     from thermax.catalog import build_run
     from thermax.sweeps import trained_model
@@ -76,13 +89,37 @@ def main() -> None:
             run = dataclasses.replace(run, model=trained_model(run.model, base_dir))
         print(f"T = {t:g}: {args.steps} steps from the base model in {d}")
         run.execute(d, resume=resume)
+    if args.then_steps:
+        dirs = [_then_leg(d, t, {**options, **args.then_options}, args.then_steps)
+                for d, t in zip(dirs, (args.centre - args.delta, args.centre,
+                                       args.centre + args.delta), strict=True)]
     subprocess.run([sys.executable, str(HERE / "quantum_dot_thermo.py"), *map(str, dirs),
                     "--out", str(args.json)], check=True)
     record = json.loads(args.json.read_text())
     record["protocol"] = {"centre": args.centre, "delta": args.delta,
                           "base_steps": args.base_steps, "steps": args.steps,
-                          "options": options}
+                          "options": options, "then_steps": args.then_steps,
+                          "then_options": args.then_options}
     args.json.write_text(json.dumps(record, indent=2) + "\n")
+
+
+def _then_leg(src: Path, t: float, options: dict, steps: int) -> Path:
+    """``steps`` more steps at ``t`` from the trained model of ``src``, in ``src-then``."""
+    from thermax.catalog import build_run
+    from thermax.sweeps import trained_model
+
+    d = src.with_name(src.name + "-then")
+    if (d / "results.json").is_file():
+        print(f"T = {t:g}: further leg done already ({d})")
+        return d
+    run = build_run("quantum-dot", {**options, "temperature": t, "steps": steps,
+                                    "pretrain_steps": 0})
+    resume = (d / "checkpoint" / "latest.json").is_file()
+    if not resume:
+        run = dataclasses.replace(run, model=trained_model(run.model, src))
+    print(f"T = {t:g}: a further {steps} steps from {src} in {d}")
+    run.execute(d, resume=resume)
+    return d
 
 
 if __name__ == "__main__":
