@@ -65,7 +65,6 @@ def main() -> None:
                          f"{args.then_steps}")
 
     from thermax.catalog import build_run
-    from thermax.sweeps import trained_model
 
     options = dict(args.options)
     base_dir = args.out / f"base-T{args.centre:g}"
@@ -75,24 +74,13 @@ def main() -> None:
         resume = (base_dir / "checkpoint" / "latest.json").is_file()
         print(f"base run at T = {args.centre:g}: {args.base_steps} steps in {base_dir}")
         base.execute(base_dir, resume=resume)
-    dirs = []
-    for t in (args.centre - args.delta, args.centre, args.centre + args.delta):
-        d = args.out / f"T{t:g}"
-        dirs.append(d)
-        if (d / "results.json").is_file():
-            print(f"T = {t:g}: done already ({d})")
-            continue
-        run = build_run("quantum-dot", {**options, "temperature": t, "steps": args.steps,
-                                        "pretrain_steps": 0})
-        resume = (d / "checkpoint" / "latest.json").is_file()
-        if not resume:
-            run = dataclasses.replace(run, model=trained_model(run.model, base_dir))
-        print(f"T = {t:g}: {args.steps} steps from the base model in {d}")
-        run.execute(d, resume=resume)
+    temperatures = (args.centre - args.delta, args.centre, args.centre + args.delta)
+    dirs = [_leg(base_dir, args.out / f"T{t:g}", t, options, args.steps)
+            for t in temperatures]
     if args.then_steps:
-        dirs = [_then_leg(d, t, {**options, **args.then_options}, args.then_steps)
-                for d, t in zip(dirs, (args.centre - args.delta, args.centre,
-                                       args.centre + args.delta), strict=True)]
+        then = {**options, **args.then_options}
+        dirs = [_leg(d, d.with_name(d.name + "-then"), t, then, args.then_steps)
+                for d, t in zip(dirs, temperatures, strict=True)]
     subprocess.run([sys.executable, str(HERE / "quantum_dot_thermo.py"), *map(str, dirs),
                     "--out", str(args.json)], check=True)
     record = json.loads(args.json.read_text())
@@ -103,21 +91,21 @@ def main() -> None:
     args.json.write_text(json.dumps(record, indent=2) + "\n")
 
 
-def _then_leg(src: Path, t: float, options: dict, steps: int) -> Path:
-    """``steps`` more steps at ``t`` from the trained model of ``src``, in ``src-then``."""
+def _leg(src: Path, d: Path, t: float, options: dict, steps: int) -> Path:
+    """``steps`` steps at ``t`` from the trained model of ``src``, in ``d`` (resumed if it
+    was interrupted, skipped if done)."""
     from thermax.catalog import build_run
     from thermax.sweeps import trained_model
 
-    d = src.with_name(src.name + "-then")
     if (d / "results.json").is_file():
-        print(f"T = {t:g}: further leg done already ({d})")
+        print(f"T = {t:g}: done already ({d})")
         return d
     run = build_run("quantum-dot", {**options, "temperature": t, "steps": steps,
                                     "pretrain_steps": 0})
     resume = (d / "checkpoint" / "latest.json").is_file()
     if not resume:
         run = dataclasses.replace(run, model=trained_model(run.model, src))
-    print(f"T = {t:g}: a further {steps} steps from {src} in {d}")
+    print(f"T = {t:g}: {steps} steps from the model of {src} in {d}")
     run.execute(d, resume=resume)
     return d
 
