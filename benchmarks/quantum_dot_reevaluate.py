@@ -1,4 +1,4 @@
-"""Re-evaluate trained quantum-dot runs with more Metropolis sweeps per evaluation chunk.
+"""Re-evaluate trained quantum-dot runs with other Metropolis sweeps per evaluation chunk.
 
     python benchmarks/quantum_dot_reevaluate.py RUN_DIR ... --sweeps 100 200 \\
         [--eval-batch N] [--eval-seed S] --out DIR
